@@ -1,0 +1,3 @@
+"""kglfr: KGLFR-Net for visible-infrared person re-identification."""
+
+__version__ = "0.1.0"

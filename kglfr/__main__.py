@@ -1,0 +1,5 @@
+import sys
+
+from kglfr.cli import main
+
+sys.exit(main())

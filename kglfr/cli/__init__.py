@@ -1,0 +1,65 @@
+"""The ``kglfr`` command. Each subcommand lives in its own module with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from kglfr.errors import KglfrError
+
+# Subcommand modules, in the order ``kglfr --help`` lists them.
+COMMANDS = ("demo", "synth", "prepare", "keypoints", "evaluate", "viz")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kglfr",
+        description="KGLFR-Net for visible-infrared person re-identification.",
+        epilog="Run 'kglfr COMMAND --help' for a command's options and examples.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"kglfr.cli.{name}")
+        except ModuleNotFoundError as e:  # a command whose module is not written yet
+            if e.name == f"kglfr.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def add_command(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """Add a subcommand whose --help ends with examples."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog="examples:\n" + examples.strip("\n"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KglfrError as e:
+        print(f"kglfr {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"kglfr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets, the prepared image store, the identity sampler and the training transforms."""

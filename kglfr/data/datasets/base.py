@@ -1,0 +1,154 @@
+"""What every dataset reader shares: the dataset container, layout checks and split-file parsing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from kglfr.data.records import SPLITS, TEST, TRAIN, ImageRecord, Modality
+from kglfr.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class VIDataset:
+    """A visible-infrared dataset as read from its official layout.
+
+    ``records`` are sorted by ``relpath`` and carry the split of ``trial``. Datasets whose split
+    changes with the trial (RegDB) also give ``trial_splits``: for every trial, the split of each
+    record in the same order, so one prepared store serves every trial.
+    """
+
+    name: str
+    root: Path
+    records: list[ImageRecord]
+    trial: int = 1
+    trial_splits: dict[int, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.records = sorted(self.records, key=lambda r: r.relpath)
+
+    @property
+    def trials(self) -> list[int]:
+        return sorted(self.trial_splits) if self.trial_splits else [self.trial]
+
+    def split(self, name: str) -> list[ImageRecord]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return [r for r in self.records if r.split == name]
+
+    def with_trial(self, trial: int) -> VIDataset:
+        """The same images with the split of another trial."""
+        if not self.trial_splits:
+            if trial != self.trial:
+                raise DatasetError(f"{self.name} has a single split; trial {trial} does not exist")
+            return self
+        if trial not in self.trial_splits:
+            raise DatasetError(f"{self.name} has no trial {trial}; trials are {self.trials}")
+        splits = self.trial_splits[trial]
+        records = [replace(r, split=s) for r, s in zip(self.records, splits, strict=True)]
+        return VIDataset(self.name, self.root, records, trial, self.trial_splits)
+
+    def summary(self) -> str:
+        lines = [f"{self.name} at {self.root} (trial {self.trial})"]
+        for split in SPLITS:
+            recs = self.split(split)
+            for mod in Modality:
+                sub = [r for r in recs if r.modality == mod]
+                lines.append(
+                    f"  {split:5s} {mod.short:3s}: {len({r.pid for r in sub}):5d} ids {len(sub):7d} images"
+                )
+        return "\n".join(lines)
+
+
+def require_layout(root: Path, layout: str, required: Sequence[str]) -> Path:
+    """Check that ``root`` exists and holds every relative path in ``required``."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"dataset root {root} does not exist; pass the folder of the {layout} download")
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} is not a folder")
+    missing = [p for p in required if not (root / p).exists()]
+    if missing:
+        shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
+        raise DatasetError(
+            f"{root} does not match the {layout} layout: missing {shown} "
+            f"(expected {', '.join(required[:8])})"
+        )
+    return root
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_id_list(path: Path) -> list[int]:
+    """Read SYSU-style identity lists: comma-separated integers, possibly over several lines."""
+    text = path.read_text().strip()
+    if not text:
+        raise DatasetError(f"{path}: split file is empty")
+    ids = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for token in line.replace(" ", "").split(","):
+            if not token:
+                continue
+            try:
+                ids.append(int(token))
+            except ValueError:
+                raise DatasetError(f"{path}:{lineno}: {token!r} is not an identity number") from None
+    return ids
+
+
+def read_list_file(path: Path) -> list[tuple[str, int]]:
+    """Read ``relative/path label`` lines (RegDB and LLCM split files)."""
+    if not path.exists():
+        raise DatasetError(f"split file {path} is missing")
+    entries = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DatasetError(f"{path}:{lineno}: expected 'relative/path label', got {line!r}")
+        try:
+            label = int(parts[1])
+        except ValueError:
+            raise DatasetError(f"{path}:{lineno}: label {parts[1]!r} is not an integer") from None
+        entries.append((parts[0].replace("\\", "/"), label))
+    if not entries:
+        raise DatasetError(f"{path}: split file is empty")
+    return entries
+
+
+def check_identities(records: Iterable[ImageRecord], dataset: str) -> list[int]:
+    """Check modality coverage of identities.
+
+    A training identity seen in one modality only cannot form a cross-modality batch: it is reported
+    and its id returned, so the sampler leaves it out. A test identity with one modality only would
+    have no cross-modality match and is an error.
+    """
+    seen: dict[tuple[str, int], set[Modality]] = {}
+    for r in records:
+        seen.setdefault((r.split, r.pid), set()).add(r.modality)
+    skipped = sorted(pid for (split, pid), mods in seen.items() if split == TRAIN and len(mods) < 2)
+    if skipped:
+        log.warning(
+            "%s: %d training identities have images in one modality only and are skipped: %s",
+            dataset, len(skipped), ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else ""),
+        )
+    bad = sorted(pid for (split, pid), mods in seen.items() if split == TEST and len(mods) < 2)
+    if bad:
+        raise DatasetError(
+            f"{dataset}: test identit{'y' if len(bad) == 1 else 'ies'} {', '.join(map(str, bad[:10]))} "
+            "ha{} images in one modality only, so there is nothing to match across modalities".format(
+                "s" if len(bad) == 1 else "ve"
+            )
+        )
+    return skipped

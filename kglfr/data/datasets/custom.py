@@ -1,0 +1,48 @@
+"""A user's own data: ``<root>/{visible,infrared}/<pid>/<camera>_<anything>.{jpg,png,bmp}``.
+
+Identities are split into train and test by a seeded shuffle. ``<camera>`` is an integer (``3``) or a
+``c`` followed by one (``c3``); cameras must differ between the two modalities.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+from kglfr.data.datasets import register
+from kglfr.data.datasets.base import VIDataset, list_images, require_layout
+from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
+from kglfr.errors import DatasetError
+
+FOLDERS = {Modality.VISIBLE: "visible", Modality.INFRARED: "infrared"}
+_CAMERA = re.compile(r"^c?(\d+)_", re.IGNORECASE)
+
+
+@register("custom")
+def load_custom(root: Path, test_fraction: float = 0.5, split_seed: int = 0) -> VIDataset:
+    root = require_layout(root, "custom", list(FOLDERS.values()))
+    if not 0.0 < test_fraction < 1.0:
+        raise DatasetError(f"test fraction must be between 0 and 1, got {test_fraction}")
+    found: list[tuple[str, int, int, Modality]] = []
+    for mod, folder in FOLDERS.items():
+        for pid_dir in sorted(p for p in (root / folder).iterdir() if p.is_dir()):
+            if not pid_dir.name.isdigit():
+                raise DatasetError(f"{pid_dir}: identity folders must be numbers (e.g. {folder}/0001)")
+            for image in list_images(pid_dir):
+                m = _CAMERA.match(image.name)
+                if m is None:
+                    raise DatasetError(f"{image}: file names must start with the camera, e.g. 3_0001.jpg or c3_0001.jpg")
+                found.append((f"{folder}/{pid_dir.name}/{image.name}", int(pid_dir.name), int(m.group(1)), mod))
+    if not found:
+        raise DatasetError(f"{root}: no images under visible/<pid>/ or infrared/<pid>/")
+    cams = {mod: {c for _, _, c, m in found if m == mod} for mod in Modality}
+    if cams[Modality.VISIBLE] & cams[Modality.INFRARED]:
+        shared = sorted(cams[Modality.VISIBLE] & cams[Modality.INFRARED])
+        raise DatasetError(f"{root}: cameras {shared} appear in both visible and infrared; give each modality its own")
+    pids = sorted({pid for _, pid, _, _ in found})
+    random.Random(split_seed).shuffle(pids)
+    n_test = max(1, round(len(pids) * test_fraction))
+    test_ids = set(pids[:n_test])
+    records = [ImageRecord(rel, pid, cam, mod, TEST if pid in test_ids else TRAIN) for rel, pid, cam, mod in found]
+    return VIDataset("custom", root, records)
