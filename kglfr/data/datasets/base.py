@@ -83,6 +83,15 @@ def require_layout(root: Path, layout: str, required: Sequence[str]) -> Path:
     return root
 
 
+def require_files(root: Path, relpaths: Iterable[str], dataset: str) -> None:
+    """Check that every image a split file names exists under ``root``."""
+    missing = [p for p in relpaths if not (root / p).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{dataset}: {len(missing)} images named in the split files are missing, e.g. {root / missing[0]}"
+        )
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -32,7 +32,7 @@ def load_custom(root: Path, test_fraction: float = 0.5, split_seed: int = 0) -> 
             for image in list_images(pid_dir):
                 m = _CAMERA.match(image.name)
                 if m is None:
-                    raise DatasetError(f"{image}: file names must start with the camera, e.g. 3_0001.jpg or c3_0001.jpg")
+                    raise DatasetError(f"{image}: file names must start with the camera, e.g. 3_0001.jpg, c3_0001.jpg")
                 found.append((f"{folder}/{pid_dir.name}/{image.name}", int(pid_dir.name), int(m.group(1)), mod))
     if not found:
         raise DatasetError(f"{root}: no images under visible/<pid>/ or infrared/<pid>/")

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from kglfr.data.datasets import register
-from kglfr.data.datasets.base import VIDataset, read_list_file, require_layout
+from kglfr.data.datasets.base import VIDataset, read_list_file, require_files, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
 from kglfr.errors import DatasetError
 
@@ -38,7 +38,5 @@ def load_llcm(root: Path) -> VIDataset:
                     f"{path}:{lineno}: {relpath!r} is not <vis|nir>/<pid>/<pid>_c<camera>_..."
                 )
             records.append(ImageRecord(relpath, int(parts[-2]), int(cam.group(1)), mod, split))
-    missing = [r.relpath for r in records if not (root / r.relpath).is_file()]
-    if missing:
-        raise DatasetError(f"LLCM: {len(missing)} images named in the split files are missing, e.g. {root / missing[0]}")
+    require_files(root, (r.relpath for r in records), "LLCM")
     return VIDataset("llcm", root, records)

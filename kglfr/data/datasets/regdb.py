@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kglfr.data.datasets import register
-from kglfr.data.datasets.base import VIDataset, read_list_file, require_layout
+from kglfr.data.datasets.base import VIDataset, read_list_file, require_files, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
 from kglfr.errors import DatasetError
 
@@ -54,9 +54,7 @@ def load_regdb(root: Path, trial: int = 1) -> VIDataset:
             raise DatasetError(
                 f"RegDB trial {t} lists other images than trial {trial}; every trial must split the same images"
             )
-    missing = [p for p in paths if not (root / p).is_file()]
-    if missing:
-        raise DatasetError(f"RegDB: {len(missing)} images named in the split files are missing, e.g. {root / missing[0]}")
+    require_files(root, paths, "RegDB")
     records = []
     for relpath in paths:
         pid, mod, split = per_trial[trial][relpath]

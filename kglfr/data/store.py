@@ -1,0 +1,362 @@
+"""The prepared store: every image decoded once, resized, kept as uint8 in one memory-mapped file.
+
+Layout of a store folder::
+
+    manifest.json   what was prepared: dataset, source root, size, one entry per image
+    images.u8       N x H x W x 3 uint8 RGB, C order, memory-mapped
+    keypoints/      added by ``kglfr keypoints`` (heatmaps and part centres beside the pixels)
+
+Each manifest entry keeps the source file's size and mtime, so a store whose dataset changed is
+detected and refused. Training reads batches from here, never from JPEGs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from kglfr.data.datasets.base import VIDataset
+from kglfr.data.records import ImageRecord, Modality
+from kglfr.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "kglfr-store"
+VERSION = 1
+MANIFEST = "manifest.json"
+PIXELS = "images.u8"
+
+
+@dataclass(frozen=True)
+class BadImage:
+    relpath: str
+    reason: str
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """Decode an image file to H x W x 3 uint8 RGB; raises ``OSError`` for corrupt or truncated files."""
+    with Image.open(path) as im:
+        im.load()  # PIL raises here on truncated data, where cv2 would return a half-grey image
+        return np.asarray(im.convert("RGB"))
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    interp = cv2.INTER_AREA if h * w > height * width else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interp)
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON so that a reader sees either the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def listing_fingerprint(relpaths: Sequence[str], stats: Sequence[tuple[int, int]]) -> str:
+    h = hashlib.sha1()
+    for rel, (size, mtime) in zip(relpaths, stats, strict=True):
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+    return h.hexdigest()
+
+
+class Store:
+    """A prepared store opened for reading. ``images`` is an N x H x W x 3 uint8 memory map."""
+
+    def __init__(self, path: Path, manifest: dict, images: np.ndarray):
+        self.path = path
+        self.manifest = manifest
+        self.images = images
+        cols = manifest["records"]
+        self.relpaths: list[str] = cols["relpath"]
+        self.pids = np.asarray(cols["pid"], dtype=np.int64)
+        self.cameras = np.asarray(cols["camera"], dtype=np.int64)
+        self.modalities = np.asarray(cols["modality"], dtype=np.int64)
+        self.source_hw = np.asarray(cols["source_hw"], dtype=np.int64).reshape(-1, 2)
+
+    # -- opening ---------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, check_sources: bool = True) -> Store:
+        """Open a store; with ``check_sources`` refuse it if its source images changed."""
+        path = Path(path).expanduser()
+        manifest_path = path / MANIFEST
+        if not path.is_dir():
+            raise StoreError(f"store {path} does not exist; create it with 'kglfr prepare --out {path} ...'")
+        if not manifest_path.is_file():
+            raise StoreError(
+                f"{path} is not a prepared store (no {MANIFEST}); create it with 'kglfr prepare'"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise StoreError(f"{manifest_path} is damaged ({e}); re-run 'kglfr prepare'") from None
+        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+            raise StoreError(
+                f"{path} is a store of another format or version "
+                f"({manifest.get('format')} v{manifest.get('version')}); re-run 'kglfr prepare'"
+            )
+        n, h, w = manifest["count"], manifest["height"], manifest["width"]
+        pixels = path / PIXELS
+        expected = n * h * w * 3
+        if not pixels.is_file() or pixels.stat().st_size != expected:
+            got = pixels.stat().st_size if pixels.is_file() else "no"
+            raise StoreError(
+                f"{pixels} holds {got} bytes, expected {expected} for {n} images of {h}x{w}; "
+                "the store is damaged, re-run 'kglfr prepare'"
+            )
+        images = np.memmap(pixels, dtype=np.uint8, mode="r", shape=(n, h, w, 3)) if n else np.zeros(
+            (0, h, w, 3), np.uint8
+        )
+        store = cls(path, manifest, images)
+        if check_sources:
+            store.check_sources()
+        return store
+
+    # -- metadata --------------------------------------------------------------------------------
+    @property
+    def dataset(self) -> str:
+        return self.manifest["dataset"]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.manifest["root"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.manifest["height"], self.manifest["width"]
+
+    def __len__(self) -> int:
+        return self.manifest["count"]
+
+    @property
+    def trials(self) -> list[int]:
+        return sorted(int(t) for t in self.manifest["trial_splits"])
+
+    def splits(self, trial: int | None = None) -> np.ndarray:
+        """The split ("train"/"test") of every image for ``trial`` (default: the prepared one)."""
+        trial = self.manifest["trial"] if trial is None else trial
+        table = self.manifest["trial_splits"]
+        if str(trial) not in table:
+            raise StoreError(f"store {self.path} has no trial {trial}; it has {self.trials}")
+        return np.asarray(table[str(trial)])
+
+    def records(self, trial: int | None = None) -> list[ImageRecord]:
+        splits = self.splits(trial)
+        return [
+            ImageRecord(rel, int(p), int(c), Modality(int(m)), str(s))
+            for rel, p, c, m, s in zip(self.relpaths, self.pids, self.cameras, self.modalities, splits)
+        ]
+
+    def indices(self, split: str, trial: int | None = None, modality: Modality | None = None) -> np.ndarray:
+        mask = self.splits(trial) == split
+        if modality is not None:
+            mask &= self.modalities == int(modality)
+        return np.flatnonzero(mask)
+
+    # -- pixels ----------------------------------------------------------------------------------
+    def read_batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Copy the images at ``indices`` (in that order) out of the memory map: B x H x W x 3 uint8."""
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")  # read the file front to back
+        out = np.empty((len(idx), *self.images.shape[1:]), dtype=np.uint8)
+        out[order] = self.images[idx[order]]
+        return out
+
+    # -- staleness -------------------------------------------------------------------------------
+    def check_sources(self) -> None:
+        """Refuse the store if a source image changed or vanished since ``prepare``.
+
+        A store whose source root is gone entirely (moved to another machine) is used as it is,
+        with a warning: it is self-contained.
+        """
+        root = self.root
+        if not root.is_dir():
+            log.warning("source dataset %s not found; using store %s as prepared", root, self.path)
+            return
+        cols = self.manifest["records"]
+        changed = []
+        for rel, size, mtime in zip(cols["relpath"], cols["size"], cols["mtime_ns"]):
+            try:
+                if _stat(root / rel) != (size, mtime):
+                    changed.append(rel)
+            except FileNotFoundError:
+                changed.append(rel)
+        if changed:
+            raise StoreError(
+                f"store {self.path} is stale: {len(changed)} source images changed or vanished since it was "
+                f"prepared (e.g. {changed[0]}); re-run 'kglfr prepare --force'"
+            )
+
+    def check_against(self, dataset: VIDataset) -> None:
+        """Refuse the store if ``dataset`` (read now) lists other images than the store holds."""
+        usable = {r.relpath for r in dataset.records} - {b["relpath"] for b in self.manifest["skipped"]}
+        if usable != set(self.relpaths) or str(dataset.root.resolve()) != self.manifest["root"]:
+            raise StoreError(
+                f"store {self.path} was prepared from another version of {dataset.root} "
+                f"({len(self.relpaths)} images stored, {len(usable)} now); re-run 'kglfr prepare --force'"
+            )
+
+
+def _source_stats(dataset: VIDataset) -> list[tuple[int, int]]:
+    stats = []
+    for r in dataset.records:
+        try:
+            stats.append(_stat(r.path(dataset.root)))
+        except FileNotFoundError:
+            stats.append((-1, -1))
+    return stats
+
+
+def prepare_store(
+    dataset: VIDataset,
+    out: str | Path,
+    height: int = 288,
+    width: int = 144,
+    skip_bad: bool = False,
+    force: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[Store, list[BadImage]]:
+    """Decode every image of ``dataset`` once into a store at ``out``.
+
+    The store is built in ``out.partial`` and moved into place at the end, so an interrupted run
+    never leaves a half-written store behind. An up-to-date store is left alone unless ``force``.
+    Corrupt images raise ``StoreError`` naming every bad file, or are skipped with ``skip_bad``.
+    """
+    out = Path(out).expanduser()
+    root = dataset.root.resolve()
+    stats = _source_stats(dataset)
+    fingerprint = listing_fingerprint([r.relpath for r in dataset.records], stats) + f":{height}x{width}"
+    if out.exists():
+        if (out / MANIFEST).is_file():
+            try:
+                old = json.loads((out / MANIFEST).read_text())
+            except json.JSONDecodeError:
+                old = {}
+            if not force and old.get("fingerprint") == fingerprint and old.get("root") == str(root):
+                log.info("store %s is up to date (%d images); use --force to rebuild", out, old["count"])
+                return Store.open(out), [BadImage(**b) for b in old.get("skipped", [])]
+        elif out.is_file() or any(out.iterdir()):
+            raise StoreError(f"{out} exists and is not a kglfr store; choose another --out or remove it")
+
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    records = dataset.records
+    n = len(records)
+    mm = np.memmap(partial / PIXELS, dtype=np.uint8, mode="w+", shape=(max(n, 1), height, width, 3))
+    source_hw = np.zeros((n, 2), dtype=np.int64)
+    t0 = time.perf_counter()
+    bad = _decode_into(records, root, mm, source_hw, workers or min(4, os.cpu_count() or 1), progress)
+    if bad and not skip_bad:
+        shutil.rmtree(partial, ignore_errors=True)
+        listing = "; ".join(f"{b.relpath} ({b.reason})" for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise StoreError(
+            f"{len(bad)} unreadable image(s) in {root}: {listing}. Fix or remove them, or pass --skip-bad"
+        )
+
+    keep = np.ones(n, dtype=bool)
+    bad_set = {b.relpath for b in bad}
+    for i, r in enumerate(records):
+        keep[i] = r.relpath not in bad_set
+    kept = np.flatnonzero(keep)
+    if len(kept) != n:  # compact the pixel file over the skipped images
+        for dst, src in enumerate(kept):
+            if dst != src:
+                mm[dst] = mm[src]
+    mm.flush()
+    del mm
+    count = len(kept)
+    with open(partial / PIXELS, "r+b") as f:
+        f.truncate(count * height * width * 3)
+
+    splits = dataset.trial_splits or {dataset.trial: [r.split for r in records]}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dataset": dataset.name,
+        "root": str(root),
+        "trial": dataset.trial,
+        "height": height,
+        "width": width,
+        "count": count,
+        "fingerprint": fingerprint,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "records": {
+            "relpath": [records[i].relpath for i in kept],
+            "pid": [records[i].pid for i in kept],
+            "camera": [records[i].camera for i in kept],
+            "modality": [int(records[i].modality) for i in kept],
+            "source_hw": source_hw[kept].tolist(),
+            "size": [stats[i][0] for i in kept],
+            "mtime_ns": [stats[i][1] for i in kept],
+        },
+        "trial_splits": {str(t): [s[i] for i in kept] for t, s in splits.items()},
+        "skipped": [b.__dict__ for b in bad],
+    }
+    write_json_atomic(partial / MANIFEST, manifest)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    dt = time.perf_counter() - t0
+    log.info("prepared %d images into %s in %.1f s (%.0f images/s)", count, out, dt, n / max(dt, 1e-9))
+    return Store.open(out, check_sources=False), bad
+
+
+def _decode_into(
+    records: Sequence[ImageRecord],
+    root: Path,
+    out: np.ndarray,
+    source_hw: np.ndarray,
+    workers: int,
+    progress: bool,
+) -> list[BadImage]:
+    """Decode and resize ``records`` into ``out`` in parallel (PIL and cv2 release the GIL)."""
+    height, width = out.shape[1:3]
+
+    def load(i: int) -> str | None:
+        try:
+            image = decode_image(records[i].path(root))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            return f"{type(e).__name__}: {e}"
+        source_hw[i] = image.shape[:2]
+        out[i] = resize(image, height, width)
+        return None
+
+    bad = []
+    bar = _progress(len(records), "prepare", progress)
+    with ThreadPoolExecutor(workers) as pool:
+        for i, err in enumerate(pool.map(load, range(len(records)), chunksize=16)):
+            if err is not None:
+                bad.append(BadImage(records[i].relpath, err))
+            bar.update(1)
+    bar.close()
+    return bad
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, mininterval=1.0, dynamic_ncols=True)

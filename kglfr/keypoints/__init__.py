@@ -1,0 +1,1 @@
+"""Keypoints: pose backends, the COCO-17 -> 13 skeleton and part centres, and the store cache."""
