@@ -7,6 +7,7 @@ coordinates of those images. Adding a backend is one file with ``@register_backe
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,19 +46,19 @@ class BatchInfo:
     root: Path  # the dataset root
 
 
-class PoseBackend:
-    """Base class. Subclasses set ``name`` and implement ``predict``."""
+class PoseBackend(ABC):
+    """Base class. Subclasses set ``name`` and implement ``identity`` and ``predict``."""
 
     name: str = ""
 
+    @abstractmethod
     def identity(self) -> str:
         """A string that changes whenever the backend's output could change (name, weights hash,
         input size, options). The cache is keyed to it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, images: np.ndarray, info: BatchInfo) -> PoseOutput:
         """``images``: B x H x W x 3 uint8 RGB from the store."""
-        raise NotImplementedError
 
 
 BackendFactory = Callable[..., PoseBackend]
