@@ -1,0 +1,69 @@
+"""Tiny dataset folders in the official layouts, written with plain image files, for reader tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 20)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cv2.imwrite(str(path), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+def make_sysu(root: Path, train=(1, 2, 3), val=(4,), test=(5, 6), per_cam: int = 2) -> Path:
+    for cam in range(1, 7):
+        (root / f"cam{cam}").mkdir(parents=True, exist_ok=True)
+        for pid in (*train, *val, *test):
+            for n in range(1, per_cam + 1):
+                write_image(root / f"cam{cam}" / f"{pid:04d}" / f"{n:04d}.jpg", pid * 100 + cam * 10 + n)
+    (root / "exp").mkdir(exist_ok=True)
+    for name, ids in (("train", train), ("val", val), ("test", test)):
+        (root / "exp" / f"{name}_id.txt").write_text(",".join(map(str, ids)) + "\n")
+    return root
+
+
+def make_regdb(root: Path, ids=range(1, 7), per_mod: int = 2, trials: int = 10) -> Path:
+    ids = list(ids)
+    for pid in ids:
+        for n in range(1, per_mod + 1):
+            write_image(root / "Visible" / str(pid) / f"male_{pid}_v_{n}.bmp", pid * 10 + n)
+            write_image(root / "Thermal" / str(pid) / f"male_{pid}_t_{n}.bmp", pid * 10 + n + 5)
+    (root / "idx").mkdir(parents=True, exist_ok=True)
+    for t in range(1, trials + 1):
+        order = np.random.default_rng(t).permutation(ids)
+        halves = {"train": sorted(order[: len(ids) // 2]), "test": sorted(order[len(ids) // 2 :])}
+        for split, chosen in halves.items():
+            for mod, folder, tag in (("visible", "Visible", "v"), ("thermal", "Thermal", "t")):
+                lines = [
+                    f"{folder}/{pid}/male_{pid}_{tag}_{n}.bmp {label}"
+                    for label, pid in enumerate(chosen)
+                    for n in range(1, per_mod + 1)
+                ]
+                (root / "idx" / f"{split}_{mod}_{t}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_llcm(root: Path, train=(1, 2, 3), test=(4, 5)) -> Path:
+    (root / "idx").mkdir(parents=True, exist_ok=True)
+    for split, ids in (("train", train), ("test", test)):
+        for mod, cams in (("vis", (1, 2)), ("nir", (3, 4))):
+            lines = []
+            for label, pid in enumerate(ids):
+                for cam in cams:
+                    rel = f"{mod}/{pid:04d}/{pid:04d}_c{cam:02d}_s100_f{cam}0_{mod}.jpg"
+                    write_image(root / rel, pid * 10 + cam)
+                    lines.append(f"{rel} {label}")
+            (root / "idx" / f"{split}_{mod}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_custom(root: Path, ids=range(1, 9)) -> Path:
+    for pid in ids:
+        write_image(root / "visible" / f"{pid:03d}" / f"1_{pid}_a.jpg", pid)
+        write_image(root / "visible" / f"{pid:03d}" / f"c2_{pid}_b.png", pid + 1)
+        write_image(root / "infrared" / f"{pid:03d}" / f"7_{pid}_a.jpg", pid + 2)
+    return root

@@ -1,0 +1,129 @@
+import logging
+
+import pytest
+from layouts import make_custom, make_llcm, make_regdb, make_sysu
+
+from kglfr.cli import main
+from kglfr.data.datasets import dataset_names, load_dataset
+from kglfr.data.records import TEST, TRAIN, Modality
+from kglfr.errors import DatasetError
+
+
+def test_registry_lists_all_readers():
+    assert dataset_names() == ["custom", "llcm", "regdb", "sysu"]
+    with pytest.raises(DatasetError, match="choose one of custom, llcm, regdb, sysu"):
+        load_dataset("market", "/tmp")
+
+
+def test_sysu_reads_official_layout(tmp_path):
+    ds = load_dataset("sysu", make_sysu(tmp_path))
+    train, test = ds.split(TRAIN), ds.split(TEST)
+    assert {r.pid for r in train} == {1, 2, 3, 4}  # train + val
+    assert {r.pid for r in test} == {5, 6}
+    assert len(ds.records) == 6 * 6 * 2
+    r = next(r for r in ds.records if r.relpath == "cam3/0005/0002.jpg")
+    assert (r.pid, r.camera, r.modality, r.split) == (5, 3, Modality.INFRARED, TEST)
+    assert {r.camera for r in ds.records if r.modality == Modality.VISIBLE} == {1, 2, 4, 5}
+    assert [r.relpath for r in ds.records] == sorted(r.relpath for r in ds.records)
+
+
+def test_sysu_missing_split_file_names_it(tmp_path):
+    root = make_sysu(tmp_path)
+    (root / "exp" / "test_id.txt").unlink()
+    with pytest.raises(DatasetError, match=r"SYSU-MM01 layout: missing exp/test_id.txt"):
+        load_dataset("sysu", root)
+
+
+def test_sysu_malformed_split_file_names_file_and_line(tmp_path):
+    root = make_sysu(tmp_path)
+    (root / "exp" / "val_id.txt").write_text("4\n7,x\n")
+    with pytest.raises(DatasetError, match=r"val_id.txt:2: 'x' is not an identity number"):
+        load_dataset("sysu", root)
+    (root / "exp" / "val_id.txt").write_text("")
+    with pytest.raises(DatasetError, match=r"val_id.txt: split file is empty"):
+        load_dataset("sysu", root)
+
+
+def test_regdb_reads_every_trial(tmp_path):
+    ds = load_dataset("regdb", make_regdb(tmp_path))
+    assert ds.trials == list(range(1, 11))
+    assert len(ds.records) == 6 * 2 * 2
+    assert {r.camera for r in ds.records if r.modality == Modality.VISIBLE} == {1}
+    assert {r.camera for r in ds.records if r.modality == Modality.INFRARED} == {2}
+    t2 = ds.with_trial(2)
+    assert [r.relpath for r in t2.records] == [r.relpath for r in ds.records]
+    assert len({frozenset(r.pid for r in ds.with_trial(t).split(TEST)) for t in ds.trials}) > 1
+    for t in ds.trials:
+        tr = ds.with_trial(t)
+        assert len({r.pid for r in tr.split(TRAIN)}) == 3 and len({r.pid for r in tr.split(TEST)}) == 3
+        assert not {r.pid for r in tr.split(TRAIN)} & {r.pid for r in tr.split(TEST)}
+    with pytest.raises(DatasetError, match="no trial 11"):
+        ds.with_trial(11)
+
+
+def test_regdb_malformed_line(tmp_path):
+    root = make_regdb(tmp_path)
+    path = root / "idx" / "test_thermal_3.txt"
+    path.write_text(path.read_text() + "Thermal/1/oops.bmp\n")
+    with pytest.raises(DatasetError, match=r"test_thermal_3.txt:\d+: expected 'relative/path label'"):
+        load_dataset("regdb", root)
+
+
+def test_llcm_reads_release_layout(tmp_path):
+    ds = load_dataset("llcm", make_llcm(tmp_path))
+    r = next(r for r in ds.records if r.relpath == "nir/0004/0004_c03_s100_f30_nir.jpg")
+    assert (r.pid, r.camera, r.modality, r.split) == (4, 3, Modality.INFRARED, TEST)
+    assert len(ds.split(TRAIN)) == 3 * 4
+
+
+def test_custom_split_is_seeded_by_identity(tmp_path):
+    root = make_custom(tmp_path)
+    a = load_dataset("custom", root, split_seed=1)
+    b = load_dataset("custom", root, split_seed=1)
+    c = load_dataset("custom", root, split_seed=2)
+    ids = lambda ds, s: {r.pid for r in ds.split(s)}  # noqa: E731
+    assert ids(a, TEST) == ids(b, TEST) and len(ids(a, TEST)) == 4
+    assert not ids(a, TRAIN) & ids(a, TEST)
+    assert ids(a, TEST) != ids(c, TEST)
+    cams = {r.relpath: r.camera for r in a.records}
+    assert cams["visible/002/c2_2_b.png"] == 2 and cams["infrared/002/7_2_a.jpg"] == 7
+
+
+def test_custom_bad_file_name(tmp_path):
+    root = make_custom(tmp_path)
+    (root / "infrared" / "001" / "nocamera.jpg").write_bytes(b"")
+    with pytest.raises(DatasetError, match="must start with the camera"):
+        load_dataset("custom", root)
+
+
+def test_train_identity_in_one_modality_is_skipped_with_warning(tmp_path, caplog):
+    root = make_sysu(tmp_path)
+    for cam in (3, 6):
+        for f in (root / f"cam{cam}" / "0002").iterdir():
+            f.unlink()
+    with caplog.at_level(logging.WARNING):
+        load_dataset("sysu", root)
+    assert "1 training identities have images in one modality only and are skipped: 2" in caplog.text
+
+
+def test_test_identity_without_queries_is_an_error(tmp_path):
+    root = make_sysu(tmp_path)
+    for cam in (3, 6):
+        for f in (root / f"cam{cam}" / "0006").iterdir():
+            f.unlink()
+    with pytest.raises(DatasetError, match="test identity 6 has images in one modality only"):
+        load_dataset("sysu", root)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "does not match the SYSU-MM01 layout: missing cam1"),
+    ],
+)
+def test_cli_bad_root_is_one_line(tmp_path, capsys, setup, message):
+    rc = main(["prepare", "--dataset", "sysu", "--root", str(setup(tmp_path)), "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err

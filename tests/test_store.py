@@ -1,0 +1,131 @@
+import json
+import os
+
+import numpy as np
+import pytest
+from layouts import make_regdb, make_sysu
+
+from kglfr.cli import main
+from kglfr.data.datasets import load_dataset
+from kglfr.data.records import TEST, TRAIN, Modality
+from kglfr.data.store import Store, decode_image, prepare_store, resize
+from kglfr.errors import StoreError
+
+
+@pytest.fixture
+def sysu(tmp_path):
+    return load_dataset("sysu", make_sysu(tmp_path / "sysu"))
+
+
+def test_prepare_stores_resized_pixels_and_metadata(sysu, tmp_path):
+    store, bad = prepare_store(sysu, tmp_path / "store", height=32, width=16, progress=False)
+    assert bad == [] and len(store) == len(sysu.records)
+    assert store.images.shape == (len(sysu.records), 32, 16, 3) and store.images.dtype == np.uint8
+    for i in (0, 17, len(store) - 1):
+        r = sysu.records[i]
+        assert store.relpaths[i] == r.relpath and store.pids[i] == r.pid and store.cameras[i] == r.camera
+        expected = resize(decode_image(r.path(sysu.root)), 32, 16)
+        np.testing.assert_array_equal(store.images[i], expected)
+    assert store.source_hw[0].tolist() == [40, 20]
+    assert store.records() == sysu.records
+
+
+def test_read_batch_keeps_requested_order(sysu, tmp_path):
+    store, _ = prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    idx = [5, 0, 5, 3]
+    batch = store.read_batch(idx)
+    for row, i in enumerate(idx):
+        np.testing.assert_array_equal(batch[row], store.images[i])
+
+
+def test_indices_by_split_and_modality(sysu, tmp_path):
+    store, _ = prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    ir_test = store.indices(TEST, modality=Modality.INFRARED)
+    assert len(ir_test) == 2 * 2 * 2 and set(store.cameras[ir_test]) == {3, 6}
+    assert set(store.pids[store.indices(TRAIN)]) == {1, 2, 3, 4}
+
+
+def test_up_to_date_store_is_reused_and_changed_dataset_refused(sysu, tmp_path):
+    out = tmp_path / "store"
+    prepare_store(sysu, out, height=16, width=8, progress=False)
+    stamp = (out / "images.u8").stat().st_mtime_ns
+    prepare_store(sysu, out, height=16, width=8, progress=False)
+    assert (out / "images.u8").stat().st_mtime_ns == stamp  # not rebuilt
+    victim = sysu.root / sysu.records[3].relpath
+    victim.write_bytes(victim.read_bytes())
+    os.utime(victim, ns=(1, 1))
+    with pytest.raises(StoreError, match=r"is stale: 1 source images changed .* re-run 'kglfr prepare --force'"):
+        Store.open(out)
+
+
+def test_store_knows_new_images_are_missing(sysu, tmp_path):
+    store, _ = prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    (sysu.root / "cam1" / "0001" / "0099.jpg").write_bytes((sysu.root / sysu.records[0].relpath).read_bytes())
+    with pytest.raises(StoreError, match="prepared from another version"):
+        store.check_against(load_dataset("sysu", sysu.root))
+
+
+def test_corrupt_and_truncated_images_are_all_named(sysu, tmp_path):
+    a, b = sysu.records[2], sysu.records[9]
+    (sysu.root / a.relpath).write_bytes(b"not an image")
+    data = (sysu.root / b.relpath).read_bytes()
+    (sysu.root / b.relpath).write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match="2 unreadable image") as exc:
+        prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    assert a.relpath in str(exc.value) and b.relpath in str(exc.value)
+    assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
+
+    store, bad = prepare_store(sysu, tmp_path / "store", height=16, width=8, skip_bad=True, progress=False)
+    assert sorted(x.relpath for x in bad) == sorted([a.relpath, b.relpath])
+    assert len(store) == len(sysu.records) - 2 and a.relpath not in store.relpaths
+    good = sysu.records[10]
+    i = store.relpaths.index(good.relpath)
+    np.testing.assert_array_equal(store.images[i], resize(decode_image(good.path(sysu.root)), 16, 8))
+
+
+def test_regdb_store_serves_every_trial(tmp_path):
+    ds = load_dataset("regdb", make_regdb(tmp_path / "regdb"))
+    store, _ = prepare_store(ds, tmp_path / "store", height=16, width=8, progress=False)
+    assert store.trials == list(range(1, 11))
+    for t in (1, 7):
+        assert store.records(t) == ds.with_trial(t).records
+
+
+def test_damaged_store_is_refused(sysu, tmp_path):
+    out = tmp_path / "store"
+    prepare_store(sysu, out, height=16, width=8, progress=False)
+    with open(out / "images.u8", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(StoreError, match="damaged"):
+        Store.open(out)
+    (out / "manifest.json").write_text("{")
+    with pytest.raises(StoreError, match="damaged"):
+        Store.open(out)
+    manifest = out / "manifest.json"
+    manifest.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(StoreError, match="another format"):
+        Store.open(out)
+
+
+def test_non_store_output_folder_is_refused(sysu, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="exists and is not a kglfr store"):
+        prepare_store(sysu, out, height=16, width=8, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_cli_prepare_reports_bad_files_in_one_line(sysu, tmp_path, capsys):
+    (sysu.root / sysu.records[0].relpath).write_bytes(b"\xff\xd8broken")
+    args = ["prepare", "--dataset", "sysu", "--root", str(sysu.root), "--out", str(tmp_path / "s"),
+            "--height", "16", "--width", "8"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert sysu.records[0].relpath in errors[0] and "--skip-bad" in errors[0]
+    assert main([*args, "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {sysu.records[0].relpath}" in captured.err
+    assert "1 skipped" in captured.out
