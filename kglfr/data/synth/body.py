@@ -1,0 +1,179 @@
+"""Synthetic identities: a body model (proportions, build, gait) and its appearance in both modalities.
+
+Lengths are fractions of the person's stature (head top 0, soles 1). Colours are RGB in 0..255;
+``thermal`` values are the grey level a surface shows in infrared (0..255), drawn independently of
+its colour, so that across modalities only shape, proportions, the bag and the heat pattern match.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+RGB = tuple[float, float, float]
+
+# Streams of the seeded generators, so that each purpose draws from its own sequence.
+STREAM_IDENTITY = 1
+STREAM_POSE = 2
+STREAM_IMAGE = 3
+STREAM_SPLIT = 4
+STREAM_CAMERAS = 5
+
+
+def rng_for(seed: int, *keys: int) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``keys`` (e.g. stream, pid, camera, index)."""
+    return np.random.default_rng([int(seed), *(int(k) for k in keys)])
+
+
+class Material(IntEnum):
+    """What a drawn body part is made of; the renderer maps it to a colour or a heat level."""
+
+    SKIN = 0
+    HAIR = 1
+    UPPER = 2
+    LOWER = 3
+    SHOES = 4
+    BAG = 5
+
+
+PATTERNS = ("plain", "stripes", "checks")
+
+
+@dataclass(frozen=True)
+class Garment:
+    pattern: str  # one of PATTERNS
+    color: RGB
+    color2: RGB  # second colour of stripes or checks
+    period: float  # stripe or check period, fraction of stature
+    thermal: float  # infrared grey level
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything about one person that stays the same across images and cameras."""
+
+    pid: int
+    sex: str  # "female" or "male" (RegDB file names; shifts proportions and hair)
+    stature: float  # relative body height, 1.0 on average
+    head: float  # head height
+    shoulder: float  # distance between the shoulder joints
+    hip: float  # distance between the hip joints
+    leg: float  # hip joint to ankle
+    upper_arm: float
+    forearm: float
+    build: float  # multiplies torso depth and limb widths
+    skin: RGB
+    skin_thermal: float
+    hair: RGB
+    hair_length: str  # "short", "medium" or "long"
+    hair_thermal: float
+    upper: Garment
+    sleeves: str  # "long" or "short"
+    top_length: float  # how far the top reaches below the hip joints (may be negative)
+    lower: Garment
+    legwear: str  # "trousers", "shorts" or "skirt"
+    shoes: RGB
+    shoes_thermal: float
+    bag: str  # "none", "left", "right" (a shoulder bag on that side of the body) or "backpack"
+    bag_color: RGB
+    bag_thermal: float
+    stride: float  # leg swing amplitude, radians
+    arm_swing: float  # arm swing amplitude, radians
+
+
+_NEUTRALS: tuple[RGB, ...] = (
+    (24, 24, 27),  # black
+    (58, 58, 62),  # charcoal
+    (118, 118, 120),  # grey
+    (182, 182, 180),  # light grey
+    (228, 228, 222),  # white
+    (32, 38, 72),  # navy
+    (198, 178, 146),  # beige
+    (96, 68, 46),  # brown
+    (62, 84, 122),  # denim
+)
+_HAIR: tuple[tuple[RGB, float], ...] = (
+    ((22, 19, 18), 0.40),  # black
+    ((52, 36, 26), 0.25),  # dark brown
+    ((98, 66, 40), 0.13),  # brown
+    ((196, 164, 104), 0.10),  # blond
+    ((150, 148, 146), 0.07),  # grey
+    ((140, 64, 34), 0.05),  # auburn
+)
+_SKIN: tuple[RGB, ...] = ((240, 206, 182), (222, 176, 140), (186, 132, 96), (130, 88, 60), (88, 58, 40))
+
+
+def _jitter(rng: np.random.Generator, color: RGB, amount: float) -> RGB:
+    c = np.clip(np.asarray(color, dtype=float) + rng.uniform(-amount, amount, 3), 0, 255)
+    return (float(c[0]), float(c[1]), float(c[2]))
+
+
+def _clothing_color(rng: np.random.Generator) -> RGB:
+    if rng.random() < 0.4:
+        return _jitter(rng, _NEUTRALS[rng.integers(len(_NEUTRALS))], 12)
+    r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.45, 0.95), rng.uniform(0.35, 0.95))
+    return (r * 255.0, g * 255.0, b * 255.0)
+
+
+def _garment(rng: np.random.Generator, pattern_p: tuple[float, float, float], thermal: tuple[float, float]):
+    pattern = PATTERNS[rng.choice(3, p=pattern_p)]
+    color = _clothing_color(rng)
+    color2 = _clothing_color(rng)
+    # Keep the second colour visibly different from the first.
+    if np.abs(np.subtract(color, color2)).sum() < 120:
+        color2 = tuple(255.0 - c for c in color)
+    return Garment(
+        pattern=pattern,
+        color=color,
+        color2=color2,
+        period=float(rng.uniform(0.035, 0.08)),
+        thermal=float(rng.uniform(*thermal)),
+    )
+
+
+def sample_identity(seed: int, pid: int) -> Identity:
+    """The identity ``pid`` of the dataset generated with ``seed`` (independent of every other pid)."""
+    rng = rng_for(seed, STREAM_IDENTITY, pid)
+    female = rng.random() < 0.45
+    shoulder = rng.normal(0.215 if female else 0.245, 0.014)
+    hip = rng.normal(0.125 if female else 0.115, 0.01)
+    hair_colors, hair_p = zip(*_HAIR, strict=True)
+    hair_p = np.asarray(hair_p) / np.sum(hair_p)
+    t = rng.random() * (len(_SKIN) - 1)
+    i = min(int(t), len(_SKIN) - 2)
+    skin = tuple(float(a + (b - a) * (t - i)) for a, b in zip(_SKIN[i], _SKIN[i + 1], strict=True))
+    hair_length = str(rng.choice(["short", "medium", "long"], p=[0.2, 0.35, 0.45] if female else [0.8, 0.15, 0.05]))
+    legwear = str(rng.choice(["trousers", "shorts", "skirt"], p=[0.6, 0.15, 0.25] if female else [0.8, 0.2, 0.0]))
+    bag = str(rng.choice(["none", "left", "right", "backpack"], p=[0.5, 0.15, 0.15, 0.2]))
+    return Identity(
+        pid=pid,
+        sex="female" if female else "male",
+        stature=float(np.clip(rng.normal(1.0, 0.035), 0.9, 1.1)),
+        head=float(np.clip(rng.normal(0.13, 0.006), 0.115, 0.145)),
+        shoulder=float(np.clip(shoulder, 0.19, 0.28)),
+        hip=float(np.clip(hip, 0.095, 0.15)),
+        leg=float(np.clip(rng.normal(0.455, 0.016), 0.42, 0.495)),
+        upper_arm=float(rng.uniform(0.165, 0.19)),
+        forearm=float(rng.uniform(0.135, 0.155)),
+        build=float(np.clip(rng.normal(1.0, 0.13), 0.78, 1.35)),
+        skin=_jitter(rng, skin, 6),
+        skin_thermal=float(rng.uniform(205, 240)),
+        hair=_jitter(rng, hair_colors[rng.choice(len(hair_colors), p=hair_p)], 10),
+        hair_length=hair_length,
+        hair_thermal=float(rng.uniform(35, 75)),
+        upper=_garment(rng, (0.55, 0.3, 0.15), (95, 195)),
+        sleeves=str(rng.choice(["long", "short"], p=[0.6, 0.4])),
+        top_length=float(rng.uniform(-0.01, 0.07)),
+        lower=_garment(rng, (0.8, 0.08, 0.12), (85, 185)),
+        legwear=legwear,
+        shoes=_jitter(rng, _NEUTRALS[rng.integers(len(_NEUTRALS))], 15),
+        shoes_thermal=float(rng.uniform(70, 110)),
+        bag=bag,
+        bag_color=_clothing_color(rng),
+        bag_thermal=float(rng.uniform(55, 125)),
+        stride=float(np.deg2rad(rng.uniform(16, 28))),
+        arm_swing=float(np.deg2rad(rng.uniform(10, 30))),
+    )
