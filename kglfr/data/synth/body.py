@@ -37,6 +37,7 @@ class Material(IntEnum):
     LOWER = 3
     SHOES = 4
     BAG = 5
+    EYES = 6
 
 
 PATTERNS = ("plain", "stripes", "checks")

@@ -1,0 +1,392 @@
+"""Pose a body and project it into an image: walking skeleton, view, drawing primitives and keypoints.
+
+The skeleton lives in a body frame (X the person's left, Y down, Z the person's forward; units of
+stature, head top at Y=0 and soles at Y=1). Limbs rotate about the hips, knees, shoulders and elbows
+(walking phase and arm swing), then the body turns by its yaw and is projected orthographically:
+
+    x = X cos(yaw) + Z sin(yaw),  depth = X sin(yaw) - Z cos(yaw)   (depth grows away from the camera)
+
+so yaw 0 faces the camera (the person's left on the image's right), yaw pi shows the back (left and
+right swap in the image) and yaw +-pi/2 a side view, where the body narrows to its depth.
+
+Image coordinates are continuous: x right, y down, pixel (i, j) covers [j, j+1) x [i, i+1), so the
+centre of the top-left pixel is (0.5, 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from kglfr.data.synth.body import Identity, Material
+
+KEYPOINT_NAMES = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+SIDES = (("left", 1.0), ("right", -1.0))
+
+
+@dataclass(frozen=True)
+class Pose:
+    """One image's pose: the body's yaw, walking phase and amplitudes, and an image-plane tilt."""
+
+    view: str  # "front", "back" or "side" (for file names)
+    yaw: float
+    phase: float
+    stride: float
+    arm_swing: float
+    abduction: float
+    roll: float
+
+
+def sample_pose(rng: np.random.Generator, ident: Identity) -> Pose:
+    u = rng.random()
+    if u < 0.36:
+        view, base = "front", 0.0
+    elif u < 0.72:
+        view, base = "back", np.pi
+    else:
+        view, base = "side", (np.pi / 2 if u < 0.86 else -np.pi / 2)
+    walking = rng.random() > 0.1
+    return Pose(
+        view=view,
+        yaw=float(base + rng.uniform(-0.35, 0.35)),
+        phase=float(rng.uniform(0, 2 * np.pi)),
+        stride=float(ident.stride * (rng.uniform(0.6, 1.15) if walking else 0.15)),
+        arm_swing=float(ident.arm_swing * (rng.uniform(0.6, 1.2) if walking else 0.2)),
+        abduction=float(np.deg2rad(rng.uniform(4, 11))),
+        roll=float(np.deg2rad(rng.normal(0, 1.5))),
+    )
+
+
+# A primitive is (kind, material, geometry), in image pixels:
+#   ("capsule", m, (p1, p2, r1, r2)); ("circle", m, (c, r)); ("poly", m, points (n, 2));
+#   ("ellipse", m, (c, (ax, ay), angle_deg, start_deg, end_deg)).
+Primitive = tuple
+
+
+@dataclass
+class Figure:
+    """A posed person: primitive groups sorted far to near, and keypoints (17, 3) = x, y, v."""
+
+    groups: list[tuple[float, list[Primitive]]]
+    keypoints: np.ndarray
+    torso: np.ndarray  # the torso outline in the image, (n, 2)
+
+
+def _sag(angle: float, lateral: float = 0.0) -> np.ndarray:
+    """Unit direction of a limb hanging down, swung forward by ``angle`` and out by ``lateral``."""
+    c = np.cos(lateral)
+    return np.array([np.sin(lateral), c * np.cos(angle), c * np.sin(angle)])
+
+
+def skeleton(ident: Identity, pose: Pose) -> dict[str, np.ndarray]:
+    """3-D joint positions in the body frame (see the module docstring)."""
+    h = ident.head
+    j: dict[str, np.ndarray] = {}
+    sh_y = h + 0.055
+    hip_y = 0.955 - ident.leg
+    j["head"] = np.array([0.0, h / 2, 0.012])
+    j["neck"] = np.array([0.0, sh_y - 0.02, 0.0])
+    thigh, shin = 0.53 * ident.leg, 0.47 * ident.leg
+    for name, s in SIDES:
+        phase = pose.phase + (0.0 if s > 0 else np.pi)
+        theta = pose.stride * np.sin(phase)
+        flex = np.deg2rad(5) + np.deg2rad(55) * max(0.0, np.cos(phase + np.pi / 4)) ** 3 * pose.stride / 0.4
+        hip = np.array([s * ident.hip / 2, hip_y, 0.0])
+        knee = hip + thigh * _sag(theta, s * 0.02)
+        ankle = knee + shin * _sag(theta - flex, -s * 0.02)
+        foot_pitch = 0.5 * (theta - flex)
+        j[f"{name}_hip"], j[f"{name}_knee"], j[f"{name}_ankle"] = hip, knee, ankle
+        j[f"{name}_heel"] = ankle + np.array([0.0, 0.028, -0.02])
+        j[f"{name}_toe"] = ankle + np.array([0.0, 0.03 + 0.06 * np.sin(-foot_pitch), 0.075 * np.cos(foot_pitch)])
+
+        swing = -pose.arm_swing * np.sin(pose.phase) * s
+        elbow_flex = np.deg2rad(12) + np.deg2rad(25) * max(0.0, np.sin(swing + 0.1)) * 2
+        shoulder = np.array([s * ident.shoulder / 2, sh_y, 0.0])
+        elbow = shoulder + ident.upper_arm * _sag(swing, s * pose.abduction)
+        fore = _sag(swing + elbow_flex, s * pose.abduction * 0.5)
+        wrist = elbow + ident.forearm * fore
+        j[f"{name}_shoulder"], j[f"{name}_elbow"], j[f"{name}_wrist"] = shoulder, elbow, wrist
+        j[f"{name}_hand"] = wrist + 0.05 * fore
+    # The lower foot stands on the ground.
+    drop = 0.955 - max(j["left_ankle"][1], j["right_ankle"][1])
+    for v in j.values():
+        v[1] += drop
+    return j
+
+
+class _Projector:
+    def __init__(self, yaw: float, roll: float, cx: float, top: float, scale: float):
+        self.c, self.s = np.cos(yaw), np.sin(yaw)
+        self.cx, self.top, self.scale = cx, top, scale
+        self.rc, self.rs = np.cos(roll), np.sin(roll)
+        self.pivot_y = top + scale * 0.5
+
+    def __call__(self, p: np.ndarray) -> tuple[np.ndarray, float]:
+        """Image point (x, y) and depth (stature units) of a body-frame point."""
+        x = self.scale * (p[0] * self.c + p[2] * self.s)
+        y = self.scale * p[1] + self.top - self.pivot_y
+        xi = self.cx + x * self.rc - y * self.rs
+        yi = self.pivot_y + x * self.rs + y * self.rc
+        return np.array([xi, yi]), float(p[0] * self.s - p[2] * self.c)
+
+    def width(self, half_x: float, half_z: float) -> float:
+        """Projected half width, in pixels, of a box with half sizes ``half_x`` (left) and ``half_z``."""
+        return self.scale * (half_x * abs(self.c) + half_z * abs(self.s))
+
+    def depth_of_direction(self, d: np.ndarray) -> float:
+        return float(d[0] * self.s - d[2] * self.c)
+
+
+def _level_outline(levels, centre_top, centre_bottom, y_top, y_bottom, proj: _Projector) -> np.ndarray:
+    """A symmetric outline through ``levels`` = [(body y, frontal half width, half depth), ...]."""
+    axis = centre_bottom - centre_top
+    length = np.hypot(*axis) or 1.0
+    normal = np.array([-axis[1], axis[0]]) / length
+    left, right = [], []
+    for y, hw, hd in levels:
+        t = (y - y_top) / (y_bottom - y_top)
+        c = centre_top + t * axis
+        w = proj.width(hw, hd)
+        left.append(c - normal * w)
+        right.append(c + normal * w)
+    return np.array(left + right[::-1])
+
+
+def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: float) -> Figure:
+    """Pose ``ident`` and project it with its head top at ``top`` and stature ``scale`` pixels."""
+    j = skeleton(ident, pose)
+    proj = _Projector(pose.yaw, pose.roll, cx, top, scale)
+    P = {k: proj(v) for k, v in j.items()}
+    pt = {k: v[0] for k, v in P.items()}
+    dp = {k: v[1] for k, v in P.items()}
+    b = ident.build
+    S = scale
+    facing = np.cos(pose.yaw)  # 1 facing the camera, -1 showing the back
+    roll_deg = float(np.rad2deg(pose.roll))
+    groups: list[tuple[float, list[Primitive]]] = []
+    td = 0.055 * b  # half depth of the chest
+
+    # Torso and pelvis: outlines through levels of the body frame, centred on the projected spine.
+    sh_y, hip_y = j["left_shoulder"][1], j["left_hip"][1]
+    spine_top, _ = proj(np.array([0.0, sh_y, 0.0]))
+    spine_bottom, _ = proj(np.array([0.0, hip_y, 0.0]))
+    neck_r = 0.026 * np.sqrt(b)
+    thigh_r = 0.037 * b
+    waist = (0.068 if ident.sex == "female" else 0.078) * b
+    hip_half = ident.hip / 2 + thigh_r * 0.85
+    chest = max(ident.shoulder / 2 - 0.012, waist + 0.01)
+
+    def outline(levels):
+        return _level_outline(levels, spine_top, spine_bottom, sh_y, hip_y, proj)
+
+    top_end = hip_y + ident.top_length
+    torso = outline(
+        [
+            (sh_y - 0.022, neck_r * 1.4, neck_r),
+            (sh_y - 0.006, ident.shoulder / 2, td * 0.8),
+            (sh_y + 0.07, chest, td),
+            (hip_y - 0.09, waist, td * 0.9),
+            (hip_y, hip_half, td * 0.85),
+            (top_end, hip_half + 0.01 + max(0.0, ident.top_length) * 0.15, td * 0.9),
+        ]
+    )
+    pelvis = outline(
+        [
+            (hip_y - 0.1, waist - 0.003, td * 0.85),
+            (hip_y, hip_half, td * 0.85),
+            (hip_y + 0.045, hip_half * 0.9, td * 0.75),
+            (hip_y + 0.07, 0.012, td * 0.6),
+        ]
+    )
+    shoulder_prims = [("circle", Material.UPPER, (pt[f"{n}_shoulder"], 0.026 * b * S)) for n, _ in SIDES]
+    groups.append((0.0, [("poly", Material.UPPER, torso), *shoulder_prims]))
+    groups.append((0.004, [("poly", Material.LOWER, pelvis)]))
+
+    # Legs: skin, then the garment over it, then the shoe.
+    for name, _s in SIDES:
+        hip, knee, ankle = pt[f"{name}_hip"], pt[f"{name}_knee"], pt[f"{name}_ankle"]
+        r_hip, r_knee, r_ankle = thigh_r * S, 0.026 * b * S, 0.017 * b * S
+        prims: list[Primitive] = [
+            ("capsule", Material.SKIN, (hip, knee, r_hip, r_knee)),
+            ("capsule", Material.SKIN, (knee, ankle, r_knee, r_ankle)),
+        ]
+        if ident.legwear == "trousers":
+            pad = 0.004 * S
+            prims += [
+                ("capsule", Material.LOWER, (hip, knee, r_hip + pad, r_knee + pad)),
+                ("capsule", Material.LOWER, (knee, ankle, r_knee + pad, r_ankle + 1.5 * pad)),
+            ]
+        elif ident.legwear == "shorts":
+            end = hip + 0.6 * (knee - hip)
+            prims.append(
+                ("capsule", Material.LOWER, (hip, end, r_hip + 0.005 * S, 0.6 * r_hip + 0.4 * r_knee + 0.007 * S))
+            )
+        prims.append(("capsule", Material.SHOES, (pt[f"{name}_heel"], pt[f"{name}_toe"], 0.019 * S, 0.017 * S)))
+        # Legs stay behind the pelvis-top stack (a top hangs over the trousers), in their own order.
+        depth = 0.002 + 0.001 * float(np.tanh(dp[f"{name}_knee"] / 0.05))
+        groups.append((depth, prims))
+    if ident.legwear == "skirt":
+        knee_y = 0.5 * (j["left_knee"][1] + j["right_knee"][1])
+        spread = 0.5 * abs(j["left_knee"][2] - j["right_knee"][2])
+        skirt = outline(
+            [
+                (hip_y - 0.1, waist, td * 0.9),
+                (hip_y, hip_half + 0.006, td + 0.01),
+                (knee_y - 0.02, hip_half + 0.035, td + 0.03 + spread),
+            ]
+        )
+        groups.append((0.0008, [("poly", Material.LOWER, skirt)]))
+
+    # Arms: skin, then the sleeve.
+    for name, _s in SIDES:
+        sh, el, wr, ha = (pt[f"{name}_{k}"] for k in ("shoulder", "elbow", "wrist", "hand"))
+        r_sh, r_el, r_wr = 0.024 * b * S, 0.02 * b * S, 0.015 * b * S
+        prims = [
+            ("capsule", Material.SKIN, (sh, el, r_sh, r_el)),
+            ("capsule", Material.SKIN, (el, wr, r_el, r_wr)),
+            ("capsule", Material.SKIN, (wr, ha, r_wr * 1.1, r_wr * 1.15)),
+        ]
+        pad = 0.004 * S
+        if ident.sleeves == "long":
+            prims += [
+                ("capsule", Material.UPPER, (sh, el, r_sh + pad, r_el + pad)),
+                ("capsule", Material.UPPER, (el, wr, r_el + pad, r_wr + pad)),
+            ]
+        else:
+            prims.append(("capsule", Material.UPPER, (sh, sh + 0.6 * (el - sh), r_sh + pad, r_sh + 1.5 * pad)))
+        groups.append((0.5 * (dp[f"{name}_elbow"] + dp[f"{name}_shoulder"]), prims))
+
+    # Bag: a shoulder bag on one side with a strap across the body, or a backpack.
+    sw = ident.shoulder
+    if ident.bag in ("left", "right"):
+        s = 1.0 if ident.bag == "left" else -1.0
+        centre3 = np.array([s * (sw / 2 + 0.02 + 0.02 * b), hip_y - 0.005, -0.01])
+        c, depth = proj(centre3)
+        hw, hh = proj.width(0.025, 0.07), 0.055 * S
+        groups.append((depth, [("poly", Material.BAG, _box(c, hw, hh, pose.roll))]))
+        top3 = centre3 + np.array([-s * 0.01, -0.05, 0.0])
+        for zs in (1.0, -1.0):
+            a3 = np.array([-s * sw * 0.3, sh_y - 0.01, zs * (td + 0.004)])
+            b3 = top3 + np.array([0.0, 0.0, zs * 0.02])
+            (a, da), (bb, db) = proj(a3), proj(b3)
+            groups.append((0.5 * (da + db) - 0.001 * zs, [("capsule", Material.BAG, (a, bb, 0.007 * S, 0.007 * S))]))
+    elif ident.bag == "backpack":
+        centre3 = np.array([0.0, sh_y + 0.12, -(td + 0.045)])
+        c, depth = proj(centre3)
+        if abs(facing) < 0.45:
+            depth = min(depth, -0.001)
+        hw = proj.width(0.085 * np.sqrt(b), 0.045)
+        groups.append((depth, [("poly", Material.BAG, _box(c, hw, 0.115 * S, pose.roll))]))
+        for _name, s in SIDES:
+            a3 = np.array([s * sw * 0.3, sh_y - 0.008, td + 0.004])
+            b3 = np.array([s * sw * 0.34, sh_y + 0.19, td + 0.004])
+            (a, da), (bb, db) = proj(a3), proj(b3)
+            groups.append((0.5 * (da + db) - 0.001, [("capsule", Material.BAG, (a, bb, 0.009 * S, 0.009 * S))]))
+
+    # Neck, head and hair.
+    head_c, head_d = pt["head"], dp["head"]
+    ry = ident.head / 2
+    rx, rz = ry * 0.78, ry * 0.92
+    head_d = min(head_d, -0.001)  # the head is drawn after the torso, the neck before the head
+    groups.append((head_d + 0.0008, [("capsule", Material.SKIN, (pt["neck"], head_c, neck_r * S, neck_r * S))]))
+    axes = (proj.width(rx, rz), ry * S)
+    groups.append((head_d, [("ellipse", Material.SKIN, (head_c, axes, roll_deg, 0, 360))]))
+    if ident.hair_length != "short":
+        bottom_y = j["head"][1] + (ry + 0.03 if ident.hair_length == "medium" else ry + 0.16)
+        back = -(rz * (0.8 if abs(facing) < 0.45 else 0.45))
+        top3, bot3 = np.array([0.0, j["head"][1], back]), np.array([0.0, bottom_y, back])
+        (t2, _), (b2, _) = proj(top3), proj(bot3)
+        w_top, w_bot = proj.width(rx * 1.02, rz * 0.5), proj.width(rx * 1.2, rz * 0.6)
+        normal = np.array([np.cos(pose.roll), np.sin(pose.roll)])
+        poly = np.array([t2 - normal * w_top, t2 + normal * w_top, b2 + normal * w_bot, b2 - normal * w_bot])
+        depth = (td + 0.01) * facing if abs(facing) >= 0.45 else -0.03
+        groups.append((depth, [("poly", Material.HAIR, poly)]))
+    front = facing > 0.3
+    if facing >= 0.3:
+        up, back, grow = 0.1, 0.2, 1.06
+    elif facing <= -0.3:
+        up, back, grow = 0.04, 0.2, 1.08
+    else:
+        up, back, grow = 0.0, 0.0, 1.0
+    hc, _ = proj(j["head"] + np.array([0.0, -up * ry, -back * rz]))
+    hair = ("ellipse", Material.HAIR, (hc, (axes[0] * grow, axes[1] * grow), roll_deg, 0, 360))
+    if abs(facing) < 0.3:
+        # Profile: hair over the top and the back of the head, the face in front. A pie slice of the
+        # head ellipse from back-down over the top to up-forward (OpenCV angles run clockwise).
+        forward_right = np.sin(pose.yaw) > 0
+        start, end = (135, 300) if forward_right else (240, 405)
+        big = (axes[0] * 1.05, axes[1] * 1.05)
+        hair = ("ellipse", Material.HAIR, (head_c, big, roll_deg, start, end))
+    if front:
+        groups.append((head_d + 0.0004, [hair]))
+        fc, _ = proj(j["head"] + np.array([0.0, -0.3 * ry, 0.0]))
+        fringe = ("ellipse", Material.HAIR, (fc, (axes[0] * 1.03, 0.72 * ry * S), roll_deg, 180, 360))
+        groups.append((head_d - 0.0004, [fringe]))
+    else:
+        groups.append((head_d - 0.0004, [hair]))
+
+    keypoints = _keypoints(ident, j, proj, torso, td)
+    eyes = [("circle", Material.EYES, (keypoints[k, :2], 0.075 * ry * S)) for k in (1, 2) if keypoints[k, 2] > 0]
+    if eyes and ry * S > 6:
+        groups.append((head_d - 0.0006, eyes))
+    groups.sort(key=lambda g: -g[0])
+    return Figure(groups, keypoints, torso)
+
+
+def _box(c: np.ndarray, hw: float, hh: float, roll: float) -> np.ndarray:
+    u = np.array([np.cos(roll), np.sin(roll)])
+    v = np.array([-np.sin(roll), np.cos(roll)])
+    return np.array([c - u * hw - v * hh, c + u * hw - v * hh, c + u * hw + v * hh, c - u * hw + v * hh])
+
+
+# Face points relative to the head centre, in head radii (x: left, y: down, z: forward), and the
+# largest depth of their surface normal (toward the camera is negative) at which they still show.
+_FACE = {
+    "nose": ((0.0, 0.12, 0.97), 0.25),
+    "left_eye": ((0.36, -0.1, 0.82), 0.1),
+    "right_eye": ((-0.36, -0.1, 0.82), 0.1),
+    "left_ear": ((0.97, 0.05, -0.05), 0.35),
+    "right_ear": ((-0.97, 0.05, -0.05), 0.35),
+}
+
+
+def _keypoints(ident: Identity, j: dict, proj: _Projector, torso: np.ndarray, td: float) -> np.ndarray:
+    ry = ident.head / 2
+    radii = np.array([ry * 0.78, ry, ry * 0.92])
+    out = np.zeros((len(KEYPOINT_NAMES), 3), dtype=np.float64)
+    contour = torso.astype(np.float32).reshape(-1, 1, 2)
+    for k, name in enumerate(KEYPOINT_NAMES):
+        if name in _FACE:
+            offset, limit = _FACE[name]
+            offset = np.asarray(offset)
+            xy, _ = proj(j["head"] + offset * radii)
+            normal = offset / radii
+            normal /= np.linalg.norm(normal)
+            visible = proj.depth_of_direction(normal) < limit
+        else:
+            xy, depth = proj(j[name])
+            # The far shoulder, elbow or hip hidden behind the torso (side and three-quarter views).
+            hidden = depth > 0.6 * td and cv2.pointPolygonTest(contour, (float(xy[0]), float(xy[1])), False) > 0
+            visible = not hidden
+        out[k] = (xy[0], xy[1], 1.0 if visible else 0.0)
+    return out

@@ -1,0 +1,188 @@
+"""``synthesize``: write a whole synthetic dataset (images, split files, keypoint sidecar, README)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from kglfr import __version__
+from kglfr.data.synth.body import STREAM_IMAGE, rng_for, sample_identity
+from kglfr.data.synth.layouts import GENERATED, LAYOUTS, Plan, PlannedImage, plan_regdb, plan_sysu, readme
+from kglfr.data.synth.render import render
+from kglfr.data.synth.sidecar import SIDECAR_NAME, write_keypoints_sidecar
+from kglfr.errors import KglfrError
+
+README_NAME = "README.txt"
+MIN_IDS = 4
+# Per layout: identities, images per camera, image height and width. Real SYSU-MM01 images vary
+# around 128x64 to 300x150; RegDB's are 128x64.
+DEFAULTS = {
+    "sysu": {"ids": 40, "images_per_camera": 4, "height": 288, "width": 144},
+    "regdb": {"ids": 40, "images_per_camera": 4, "height": 128, "width": 64},
+}
+_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 92]
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    root: Path
+    layout: str
+    ids: int
+    images: int
+    seconds: float
+    seed: int
+    train_ids: tuple[int, ...]
+    test_ids: tuple[int, ...]  # RegDB: trial 1
+
+    def line(self) -> str:
+        rate = self.images / self.seconds if self.seconds > 0 else float("inf")
+        return (
+            f"wrote {self.images} images of {self.ids} identities ({self.layout} layout, seed {self.seed}) "
+            f"to {self.root} in {self.seconds:.1f} s ({rate:.0f} images/s)"
+        )
+
+
+def _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed):
+    if layout not in LAYOUTS:
+        raise KglfrError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if ids < MIN_IDS:
+        raise KglfrError(f"--ids must be at least {MIN_IDS} (half of them train, half test), got {ids}")
+    if layout == "sysu" and ids > 9999:
+        raise KglfrError(f"--ids must be at most 9999 for the SYSU layout (4-digit folders), got {ids}")
+    if images_per_camera < 1:
+        raise KglfrError(f"--images-per-camera must be at least 1, got {images_per_camera}")
+    if height < 32 or width < 16:
+        raise KglfrError(f"image size must be at least 32x16 (height x width), got {height}x{width}")
+    if not 0.0 <= occlusion <= 1.0:
+        raise KglfrError(f"--occlusion must be a probability in [0, 1], got {occlusion}")
+    if not 0.0 <= camera_dropout < 1.0:
+        raise KglfrError(f"--camera-dropout must be in [0, 1), got {camera_dropout}")
+    if not 0.0 <= size_jitter < 0.5:
+        raise KglfrError(f"--size-jitter must be in [0, 0.5), got {size_jitter}")
+    if seed < 0:
+        raise KglfrError(f"--seed must be a non-negative integer, got {seed}")
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise KglfrError(f"--out {out} is a file, not a folder")
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    if not force:
+        raise KglfrError(f"--out {out} exists and is not empty; choose a new folder or pass --force to replace it")
+    if not ((out / README_NAME).is_file() and "kglfr synth" in (out / README_NAME).read_text(errors="replace")):
+        raise KglfrError(
+            f"--out {out} is not empty and was not written by 'kglfr synth'; refusing to overwrite it "
+            "even with --force (choose an empty or new folder)"
+        )
+    for name in (*GENERATED, SIDECAR_NAME, README_NAME):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _draw_identity(root: Path, seed: int, ident, images: list[PlannedImage], opts: dict) -> dict[str, np.ndarray]:
+    keypoints = {}
+    for im in images:
+        rng = rng_for(seed, STREAM_IMAGE, im.pid, im.camera, im.index)
+        shrink = 1.0 - opts["size_jitter"] * rng.random()
+        h, w = max(32, round(opts["height"] * shrink)), max(16, round(opts["width"] * shrink))
+        rgb, kp = render(ident, im.style, im.pose, rng, h, w, opts["occlusion"])
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        ext = Path(im.relpath).suffix
+        ok, data = cv2.imencode(ext, bgr, _JPEG if ext == ".jpg" else [])
+        if not ok:  # pragma: no cover - OpenCV always encodes these
+            raise KglfrError(f"could not encode {im.relpath}")
+        path = root / im.relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.tobytes())
+        keypoints[im.relpath] = kp
+    return keypoints
+
+
+def synthesize(
+    out: str | Path,
+    layout: str = "sysu",
+    ids: int | None = None,
+    seed: int = 0,
+    images_per_camera: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    *,
+    occlusion: float = 0.15,
+    camera_dropout: float = 0.1,
+    size_jitter: float = 0.0,
+    force: bool = False,
+    progress: bool = False,
+) -> SynthSummary:
+    """Write a synthetic dataset in the ``layout`` ("sysu" or "regdb") folder structure to ``out``.
+
+    ``ids``, ``images_per_camera``, ``height`` and ``width`` default per layout (``DEFAULTS``).
+    ``occlusion`` is the share of images with a rectangle covering part of the body,
+    ``camera_dropout`` (SYSU) the chance that a camera never saw an identity, ``size_jitter`` shrinks
+    each image by a random factor in [1 - size_jitter, 1] (0: every image is height x width).
+    ``force`` replaces an earlier ``kglfr synth`` output in ``out``. The bytes written depend only on
+    the options and ``seed`` (each image has its own generator, keyed by seed, identity, camera and
+    index), so an image's bytes do not depend on how many identities are drawn. Raises ``KglfrError`` on
+    bad options.
+    """
+    d = DEFAULTS.get(layout, DEFAULTS["sysu"])
+    ids = d["ids"] if ids is None else int(ids)
+    images_per_camera = d["images_per_camera"] if images_per_camera is None else int(images_per_camera)
+    height = d["height"] if height is None else int(height)
+    width = d["width"] if width is None else int(width)
+    _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed)
+    t0 = time.perf_counter()
+    root = Path(out).expanduser()
+    _prepare_out(root, force)
+
+    identities = [sample_identity(seed, pid) for pid in range(1, ids + 1)]
+    if layout == "sysu":
+        plan: Plan = plan_sysu(seed, identities, images_per_camera, camera_dropout)
+    else:
+        plan = plan_regdb(seed, identities, images_per_camera)
+    options = {
+        "ids": ids,
+        "seed": seed,
+        "images-per-camera": images_per_camera,
+        "height": height,
+        "width": width,
+        "occlusion": occlusion,
+        "size-jitter": size_jitter,
+    }
+    if layout == "sysu":
+        options["camera-dropout"] = camera_dropout
+    (root / README_NAME).write_text(readme(layout, options, len(plan.images), __version__))
+
+    opts = {"height": height, "width": width, "occlusion": occlusion, "size_jitter": size_jitter}
+    per_id = plan.by_identity()
+    keypoints: dict[str, np.ndarray] = {}
+    for ident in tqdm(identities, desc="synth", unit="id", file=sys.stderr, disable=not progress):
+        keypoints.update(_draw_identity(root, seed, ident, per_id[ident.pid], opts))
+    for rel, text in plan.text_files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    write_keypoints_sidecar(root, keypoints)
+    return SynthSummary(
+        root=root,
+        layout=layout,
+        ids=ids,
+        images=len(plan.images),
+        seconds=time.perf_counter() - t0,
+        seed=seed,
+        train_ids=tuple(plan.train_ids),
+        test_ids=tuple(plan.test_ids),
+    )
