@@ -1,9 +1,9 @@
 """The ``pose`` extra installs into a clean environment and runs the blazepose backend there.
 
-Slow and online (downloads packages and the mediapipe wheel from the package index): runs only with
-``KGLFR_SLOW_TESTS=1``. A fresh venv (no system site-packages) gets kglfr's core requirements and the
-``pose`` extra's, both read from pyproject.toml, except torch (hundreds of MB, and not needed by the
-blazepose backend); kglfr itself is put on the path from this checkout. In that venv the model is
+Slow and online (downloads packages and the mediapipe wheel from the package index): runs in CI
+(``CI=true``) or with ``KGLFR_SLOW_TESTS=1``. A fresh venv (no system site-packages) gets kglfr's core
+requirements and the ``pose`` extra's, both read from pyproject.toml, except torch (hundreds of MB,
+not needed by the blazepose backend); kglfr itself is put on the path from this checkout. In that venv the model is
 fetched the way ``kglfr keypoints --fetch-model`` does (``fetch_blazepose_model`` into a fresh
 ``$KGLFR_HOME``) and the backend runs on one synthetic image; its keypoints must match this
 environment's.
@@ -25,7 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.environ.get("KGLFR_SLOW_TESTS") != "1", reason="online install test: set KGLFR_SLOW_TESTS=1"),
+    pytest.mark.skipif(
+        os.environ.get("KGLFR_SLOW_TESTS") != "1" and os.environ.get("CI") != "true",
+        reason="online install test: set KGLFR_SLOW_TESTS=1",
+    ),
 ]
 
 
