@@ -1,0 +1,97 @@
+"""``kglfr keypoints``: run a pose backend once over a prepared store and cache its keypoints there."""
+
+from __future__ import annotations
+
+import argparse
+
+from kglfr.cli import add_command
+from kglfr.data.store import Store
+from kglfr.errors import KglfrError, StoreError
+from kglfr.keypoints.backends import backend_names
+from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, build_cache, build_pose_backend, format_summary
+from kglfr.keypoints.skeleton import VALID_THRESHOLD
+
+EXAMPLES = """
+  kglfr keypoints --store stores/sysu --backend hrnet --weights pose_hrnet_w32_256x192.pth --device cuda
+  kglfr keypoints --store stores/sysu --backend blazepose            # needs: pip install 'kglfr[pose]'
+  kglfr keypoints --store runs/store --backend oracle                # synthetic data: ground truth
+  kglfr keypoints --store stores/sysu --backend hrnet --weights w.pth --force   # rebuild
+  kglfr keypoints --fetch-model      # once: the BlazePose model from the mediapipe 0.10.21 wheel on PyPI
+"""
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 32x16), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return h, w
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "keypoints",
+        "Run a pose backend over a prepared store and cache the 13 heatmaps, keypoints and part centres "
+        "in STORE/keypoints (resumes an interrupted run).",
+        EXAMPLES,
+    )
+    p.add_argument("--store", help="prepared store (from 'kglfr prepare')")
+    p.add_argument("--backend", help=f"pose backend: {', '.join(backend_names()) or 'none found'}")
+    p.add_argument("--weights", default=None,
+                   help="weights file of the pose network (hrnet: .pth; blazepose: .tflite, optional)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per backend call (default 32)")
+    p.add_argument("--heatmap-size", type=_size, default=DEFAULT_HEATMAP_HW, metavar="HxW",
+                   help="size of the cached heatmaps (default 32x16)")  # fmt: skip
+    p.add_argument("--threshold", type=float, default=VALID_THRESHOLD,
+                   help=f"keypoint confidence a part needs to be valid (default {VALID_THRESHOLD})")  # fmt: skip
+    p.add_argument("--head", choices=("max", "sum"), default="max", help="head heatmap from the face maps")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fetch-model",
+        action="store_true",
+        help="download the BlazePose model (pip download of the mediapipe 0.10.21 wheel; nothing is installed) "
+        "into $KGLFR_HOME or ~/.cache/kglfr, then run --store/--backend if given",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.fetch_model:
+        from kglfr.keypoints.models import fetch_blazepose_model
+
+        print(f"blazepose model: {fetch_blazepose_model()}")
+        if args.store is None and args.backend is None:
+            return 0
+    if args.store is None or args.backend is None:
+        raise KglfrError("--store and --backend are required (or --fetch-model alone)")
+    if args.backend not in backend_names():
+        raise KglfrError(f"unknown pose backend {args.backend!r}; choose one of {', '.join(backend_names())}")
+    store = Store.open(args.store)
+    if len(store) == 0:  # checked before the backend loads its weights
+        raise StoreError(f"store {store.path} holds no images; prepare it from a dataset with images first")
+    backend = build_pose_backend(args.backend, store, weights=args.weights, device=args.device)
+    result = build_cache(
+        store,
+        backend,
+        heatmap_size=args.heatmap_size,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        head=args.head,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    cache = result.cache
+    state = "up to date" if result.computed == 0 else ("resumed and finished" if result.resumed else "written")
+    print(f"keypoint cache {cache.path}: {len(cache)} images, backend {cache.backend}, {state}")
+    print(format_summary(result.summary))
+    total = len(cache)
+    none = int(cache.no_person.sum())
+    if none:
+        print(f"{none} of {total} images have no valid part (no person found); "
+              "training uses random erasing centres for them")  # fmt: skip
+    return 0

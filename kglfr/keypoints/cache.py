@@ -1,0 +1,513 @@
+"""The keypoint cache: the 13 heatmaps, keypoints and part centres of every image of a prepared store.
+
+``kglfr keypoints`` runs a pose backend once over a store and writes ``STORE/keypoints/``::
+
+    meta.json      what was cached: store key, backend + identity, sizes, threshold, completeness
+    heatmaps.u8    N x 13 x h x w uint8   the 13 heatmaps at a compact size (default 32 x 16), each
+                                          stretched to 0..255 by its own maximum
+    scales.f32     N x 13 float32         that maximum: heatmap = q / 255 * scale, in [0, 1]
+    coords.f32     N x 13 x 3 float32     the 13 keypoints: x, y in store-image pixels, confidence
+    parts.f32      N x 11 x 2 float32     the 11 part centres in store-image pixels
+    valid.u8       N x 11 uint8           1 where the part is valid (its keypoints' confidence >= threshold)
+    done.u8        N uint8                progress: 1 once an image's rows above are on disk
+    summary.json   per modality: how many images have each part valid, how many have none
+
+At 32 x 16 an image takes 13 * 32 * 16 + 13 * 4 + 13 * 12 + 11 * 8 + 11 + 1 = 6964 bytes (the limit is
+8 KB; 36 x 18 would take 8732). The size and the resampling were chosen by measuring the 18 x 9 KMLFR
+mask m = relu(k / max k) of augmented (pad/crop/flip) maps against the same mask from the full 80 x 40
+maps (``benchmarks/bench_keypoints.py``, 5.8k oracle maps of synthetic images). With the cache sampled
+bilinearly from 80 x 40 and the training transform sampling it bicubically straight at 18 x 9
+(``TrainTransform(heatmap_size=(18, 9))``), the largest cell error per mask is 0.034 on average (95th
+percentile 0.055, mean cell error 0.0007); for scale, merely interpolating the 80 x 40 maps in one step
+instead of two gives 0.018. Transforming at 32 x 16 and resizing after, bilinearly, gives 0.148; an
+18 x 9 cache 0.375.
+
+The cache is keyed to the store (its source-file fingerprint, image list and size) and to the
+backend's ``identity()`` (name, weights hash, options). ``KeypointCache.open`` refuses a cache that is
+stale, incomplete, of another backend or damaged (sizes, checksum), saying to re-run ``kglfr keypoints``.
+An interrupted run resumes where it stopped: the data are written into memory maps, flushed, and only
+then marked in ``done.u8``; ``meta.json`` is always replaced atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kglfr.data.records import Modality
+from kglfr.data.store import Store, write_json_atomic
+from kglfr.errors import KglfrError, StoreError
+from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, build_backend
+from kglfr.keypoints.heatmaps import dequantise, quantise, resize_maps
+from kglfr.keypoints.skeleton import (
+    KEYPOINTS,
+    NUM_KEYPOINTS,
+    NUM_PARTS,
+    PARTS,
+    VALID_THRESHOLD,
+    coco_to_13_heatmaps,
+    coco_to_13_keypoints,
+    part_centres,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT = "kglfr-keypoints"
+VERSION = 1
+FOLDER = "keypoints"
+META = "meta.json"
+SUMMARY = "summary.json"
+DEFAULT_HEATMAP_HW = (32, 16)
+MAX_BYTES_PER_IMAGE = 8192
+
+
+@dataclass(frozen=True)
+class _Array:
+    file: str
+    dtype: str
+    shape: tuple  # per image; "hw" stands for the heatmap size
+
+
+def _arrays(hw: tuple[int, int]) -> dict[str, _Array]:
+    return {
+        "heatmaps": _Array("heatmaps.u8", "uint8", (NUM_KEYPOINTS, *hw)),
+        "scales": _Array("scales.f32", "float32", (NUM_KEYPOINTS,)),
+        "coords": _Array("coords.f32", "float32", (NUM_KEYPOINTS, 3)),
+        "parts": _Array("parts.f32", "float32", (NUM_PARTS, 2)),
+        "part_valid": _Array("valid.u8", "uint8", (NUM_PARTS,)),
+    }
+
+
+def bytes_per_image(heatmap_hw: tuple[int, int]) -> int:
+    """Bytes one image takes in the cache, ``done`` flag included."""
+    return sum(np.dtype(a.dtype).itemsize * int(np.prod(a.shape)) for a in _arrays(heatmap_hw).values()) + 1
+
+
+def store_key(store: Store) -> str:
+    """What the cache must match: the store's source fingerprint, its image list and its image size."""
+    h = hashlib.sha1()
+    h.update(f"{store.manifest.get('fingerprint')}\0{len(store)}\0{store.size[0]}x{store.size[1]}\n".encode())
+    for rel in store.relpaths:
+        h.update(rel.encode() + b"\n")
+    return h.hexdigest()
+
+
+def _open_store(store: Store | str | Path) -> Store:
+    return store if isinstance(store, Store) else Store.open(store)
+
+
+def _rerun(store: Store, backend: str | None = None) -> str:
+    return f"re-run 'kglfr keypoints --store {store.path} --backend {backend or 'BACKEND'}'"
+
+
+def _read_meta(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _checksum(folder: Path, hw: tuple[int, int]) -> str:
+    h = hashlib.sha1()
+    for a in _arrays(hw).values():
+        with open(folder / a.file, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _files_ok(folder: Path, n: int, hw: tuple[int, int], with_done: bool = True) -> bool:
+    for a in _arrays(hw).values():
+        p = folder / a.file
+        if not p.is_file() or p.stat().st_size != n * np.dtype(a.dtype).itemsize * int(np.prod(a.shape)):
+            return False
+    return not with_done or ((folder / "done.u8").is_file() and (folder / "done.u8").stat().st_size == n)
+
+
+def _memmaps(folder: Path, n: int, hw: tuple[int, int], mode: str) -> dict[str, np.ndarray]:
+    out = {}
+    for name, a in _arrays(hw).items():
+        if n == 0:
+            out[name] = np.zeros((0, *a.shape), a.dtype)
+        else:
+            out[name] = np.memmap(folder / a.file, dtype=a.dtype, mode=mode, shape=(n, *a.shape))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+class KeypointCache:
+    """A complete, up-to-date keypoint cache opened for reading (memory-mapped).
+
+    ``heatmaps``: N x 13 x h x w uint8 and ``scales``: N x 13 (a heatmap is q / 255 * scale);
+    ``coords``: N x 13 x 3 (x, y in store-image pixels, confidence); ``parts``: N x 11 x 2 part centres
+    in store-image pixels; ``part_valid``: N x 11 bool. Rows follow the store's image order.
+    """
+
+    def __init__(self, path: Path, meta: dict, arrays: dict[str, np.ndarray], part_valid: np.ndarray):
+        self.path = path
+        self.meta = meta
+        self.heatmaps = arrays["heatmaps"]
+        self.scales = arrays["scales"]
+        self.coords = arrays["coords"]
+        self.parts = arrays["parts"]
+        self.part_valid = part_valid
+
+    @classmethod
+    def open(
+        cls,
+        store: Store | str | Path,
+        backend: str | None = None,
+        identity: str | None = None,
+        threshold: float | None = None,
+        verify: bool = True,
+    ) -> KeypointCache:
+        """Open ``STORE/keypoints``; refuse it unless it is complete and matches the store.
+
+        ``backend`` / ``identity``: also refuse a cache made by another backend or backend identity
+        (weights). ``threshold``: recompute part validity at this confidence threshold instead of the
+        one the cache was built with. ``verify``: check the data files' checksum (one read of the files).
+        """
+        store = _open_store(store)
+        folder = store.path / FOLDER
+        rerun = _rerun(store, backend)
+        if not (folder / META).is_file():
+            raise KglfrError(f"store {store.path} has no keypoint cache; run 'kglfr keypoints --store {store.path} "
+                             f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
+        meta = _read_meta(folder)
+        if meta is None or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {rerun}")
+        rerun = _rerun(store, backend or meta.get("backend"))
+        if meta.get("store_key") != store_key(store):
+            raise KglfrError(
+                f"keypoint cache {folder} is stale: the store was prepared again (or changed) since; {rerun}"
+            )
+        if not meta.get("complete"):
+            raise KglfrError(f"keypoint cache {folder} is incomplete (an interrupted run); {rerun} to finish it")
+        if backend is not None and meta.get("backend") != backend:
+            raise KglfrError(f"keypoint cache {folder} was made by backend {meta.get('backend')!r}, not {backend!r}; "
+                             f"{rerun}")  # fmt: skip
+        if identity is not None and meta.get("identity") != identity:
+            raise KglfrError(
+                f"keypoint cache {folder} was made by another version of backend {meta.get('backend')!r} "
+                f"({meta.get('identity')}, expected {identity}); {rerun}"
+            )
+        n = len(store)
+        hw = tuple(meta["heatmap_hw"])
+        if not _files_ok(folder, n, hw, with_done=False):
+            raise KglfrError(f"keypoint cache {folder} is damaged (a data file is missing or of the wrong size); "
+                             f"{rerun}")  # fmt: skip
+        if verify and _checksum(folder, hw) != meta.get("checksum"):
+            raise KglfrError(f"keypoint cache {folder} is damaged (checksum mismatch); {rerun}")
+        arrays = _memmaps(folder, n, hw, "r")
+        if threshold is None or threshold == meta["threshold"]:
+            valid = arrays["part_valid"].view(bool)
+        else:
+            valid = np.asarray(part_centres(np.asarray(arrays["coords"]), threshold)[1])
+            meta = {**meta, "threshold": threshold}
+        return cls(folder, meta, arrays, valid)
+
+    # -- metadata ------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    @property
+    def backend(self) -> str:
+        return self.meta["backend"]
+
+    @property
+    def identity(self) -> str:
+        return self.meta["identity"]
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        return tuple(self.meta["heatmap_hw"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the store images the coordinates refer to (the heatmaps span them)."""
+        return tuple(self.meta["image_hw"])
+
+    @property
+    def threshold(self) -> float:
+        return self.meta["threshold"]
+
+    @property
+    def no_person(self) -> np.ndarray:
+        """N bool: images with no valid part (training falls back to random erasing centres)."""
+        return ~np.asarray(self.part_valid).any(1)
+
+    def summary(self) -> dict:
+        return json.loads((self.path / SUMMARY).read_text())
+
+    # -- data ----------------------------------------------------------------------------------------
+    def read_batch(self, indices: Sequence[int] | np.ndarray, raw: bool = False) -> dict[str, np.ndarray]:
+        """The rows at ``indices`` (in that order): ``heatmaps`` B x 13 x h x w float32 in [0, 1] (with
+        ``raw``: the uint8 maps, plus ``scales``), ``coords`` B x 13 x 3, ``parts`` B x 11 x 2,
+        ``part_valid`` B x 11 bool."""
+        idx = np.asarray(indices, dtype=np.int64)
+        q = self.heatmaps[idx]
+        scales = self.scales[idx]
+        out = {
+            "coords": np.asarray(self.coords[idx]),
+            "parts": np.asarray(self.parts[idx]),
+            "part_valid": np.asarray(self.part_valid[idx], dtype=bool),
+        }
+        if raw:
+            out["heatmaps"], out["scales"] = np.asarray(q), np.asarray(scales)
+        else:
+            out["heatmaps"] = dequantise(q, scales)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building
+
+
+def check_device(device: str) -> None:
+    import torch
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise KglfrError(f"unknown device {device!r}; use cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise KglfrError(f"--device {device} was asked for but no CUDA device is available; use --device cpu")
+
+
+def build_pose_backend(name: str, store: Store, weights: str | Path | None = None, device: str = "cpu") -> PoseBackend:
+    """Build pose backend ``name`` for ``store`` (its errors propagate as ``KglfrError``)."""
+    check_device(device)
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise KglfrError(f"weights file {weights} does not exist")
+    options: dict = {"weights": weights, "device": device}
+    if name == "oracle":  # the oracle reads the ground truth beside the store's source images
+        options["root"] = store.root
+    return build_backend(name, **options)
+
+
+@dataclass
+class BuildResult:
+    cache: KeypointCache | None  # None when stopped early by ``max_images``
+    summary: dict
+    computed: int  # images run through the backend in this call (0: the cache was up to date)
+    resumed: bool
+
+
+def build_cache(
+    store: Store | str | Path,
+    backend: PoseBackend,
+    heatmap_size: tuple[int, int] = DEFAULT_HEATMAP_HW,
+    batch_size: int = 32,
+    threshold: float = VALID_THRESHOLD,
+    head: str = "max",
+    head_point: str = "best",
+    force: bool = False,
+    progress: bool = True,
+    commit_seconds: float = 2.0,
+    max_images: int | None = None,
+) -> BuildResult:
+    """Run ``backend`` over every image of ``store`` and write ``STORE/keypoints`` (see the module doc).
+
+    An up-to-date cache is left alone unless ``force``; an interrupted one with the same settings is
+    resumed. ``max_images`` stops after that many new images (to test resuming).
+    """
+    store = _open_store(store)
+    n = len(store)
+    if n == 0 or not (store.path / "images.u8").is_file():
+        raise StoreError(f"store {store.path} holds no images; prepare it from a dataset with images first")
+    hw = (int(heatmap_size[0]), int(heatmap_size[1]))
+    if bytes_per_image(hw) > MAX_BYTES_PER_IMAGE:
+        raise KglfrError(f"heatmaps of {hw[0]}x{hw[1]} take {bytes_per_image(hw)} bytes per image; "
+                         f"the cache allows {MAX_BYTES_PER_IMAGE}")  # fmt: skip
+    if batch_size < 1:
+        raise KglfrError("--batch-size must be at least 1")
+    folder = store.path / FOLDER
+    folder.mkdir(exist_ok=True)
+    want = {
+        "format": FORMAT,
+        "version": VERSION,
+        "store_key": store_key(store),
+        "count": n,
+        "image_hw": list(store.size),
+        "backend": backend.name,
+        "identity": backend.identity(),
+        "heatmap_hw": list(hw),
+        "head": head,
+        "head_point": head_point,
+        "threshold": threshold,
+        "keypoints": list(KEYPOINTS),
+        "parts": list(PARTS),
+    }
+    old = _read_meta(folder)
+    same = old is not None and all(old.get(k) == v for k, v in want.items())
+    if (
+        not same
+        and not force
+        and old is not None
+        and old.get("complete")
+        and old.get("threshold") != threshold
+        and all(old.get(k) == v for k, v in want.items() if k != "threshold")
+        and _files_ok(folder, n, hw)
+    ):
+        return _rethreshold(store, folder, old, threshold)  # fmt: skip
+    resumed = False
+    if same and _files_ok(folder, n, hw) and not force:
+        if old.get("complete"):
+            log.info("keypoint cache %s is up to date (%s); use --force to rebuild", folder, backend.name)
+            cache = KeypointCache.open(store, backend.name, want["identity"], verify=False)
+            return BuildResult(cache, cache.summary(), 0, False)
+        resumed = True
+    if not resumed:
+        if old is not None and not same:
+            log.info("replacing keypoint cache %s (%s, %s)", folder, old.get("backend"), old.get("identity"))
+        (folder / "done.u8").unlink(missing_ok=True)
+        (folder / SUMMARY).unlink(missing_ok=True)
+        write_json_atomic(folder / META, {**want, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        for a in _memmaps(folder, n, hw, "w+").values():
+            a.flush()
+        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="w+", shape=(n,))
+        done.flush()
+        meta = _read_meta(folder)
+    else:
+        meta = old
+        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
+    arrays = _memmaps(folder, n, hw, "r+")
+    todo = np.flatnonzero(done == 0)
+    if max_images is not None:
+        todo = todo[:max_images]
+    if resumed:
+        log.info("resuming keypoint cache %s: %d of %d images left", folder, len(todo), n)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, initial=n - int((done == 0).sum()), desc=f"keypoints ({backend.name})", unit="img",
+               disable=not progress, mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+    pending: list[np.ndarray] = []
+    last_commit = time.monotonic()
+
+    def commit() -> None:
+        if not pending:
+            return
+        for a in arrays.values():
+            a.flush()
+        done[np.concatenate(pending)] = 1
+        done.flush()
+        pending.clear()
+
+    try:
+        for start in range(0, len(todo), batch_size):
+            idx = todo[start : start + batch_size]
+            rows = _predict_rows(store, backend, idx, hw, threshold, head, head_point)
+            for name, value in rows.items():
+                arrays[name][idx] = value
+            pending.append(idx)
+            bar.update(len(idx))
+            if time.monotonic() - last_commit >= commit_seconds:
+                commit()
+                last_commit = time.monotonic()
+    finally:
+        commit()
+        bar.close()
+
+    if not done.all():  # stopped early on purpose (max_images)
+        return BuildResult(None, {}, len(todo), resumed)
+    arrays.clear()
+    cache, summary = _finish(store, folder, meta)
+    return BuildResult(cache, summary, len(todo), resumed)
+
+
+def _finish(store: Store, folder: Path, meta: dict) -> tuple[KeypointCache, dict]:
+    """Part validity from the cached keypoints at ``meta["threshold"]``, the summary, the checksum, and
+    ``meta.json`` marked complete (last, atomically)."""
+    hw = tuple(meta["heatmap_hw"])
+    arrays = _memmaps(folder, len(store), hw, "r+")
+    valid = np.asarray(part_centres(np.asarray(arrays["coords"]), meta["threshold"])[1])
+    arrays["part_valid"][:] = valid
+    arrays["part_valid"].flush()
+    arrays.clear()  # close the write maps before the checksum reads the files
+    summary = summarise(valid, store.modalities, meta["backend"], meta["threshold"])
+    write_json_atomic(folder / SUMMARY, summary)
+    meta = {**meta, "complete": True, "checksum": _checksum(folder, hw),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    write_json_atomic(folder / META, meta)
+    return KeypointCache.open(store, meta["backend"], meta["identity"], verify=False), summary
+
+
+def _rethreshold(store: Store, folder: Path, meta: dict, threshold: float) -> BuildResult:
+    """Only the confidence threshold changed: recompute part validity from the cached keypoints, no backend
+    run. The cache is marked incomplete meanwhile; an interruption is finished by the next run."""
+    log.info("keypoint cache %s: recomputing part validity at threshold %g (was %g)", folder, threshold,
+             meta["threshold"])  # fmt: skip
+    meta = {**meta, "threshold": threshold, "complete": False}
+    write_json_atomic(folder / META, meta)
+    cache, summary = _finish(store, folder, meta)
+    return BuildResult(cache, summary, 0, False)
+
+
+def _predict_rows(
+    store: Store,
+    backend: PoseBackend,
+    idx: np.ndarray,
+    hw: tuple[int, int],
+    threshold: float,
+    head: str,
+    head_point: str,
+) -> dict[str, np.ndarray]:
+    images = store.read_batch(idx)
+    info = BatchInfo(relpaths=[store.relpaths[i] for i in idx], source_hw=store.source_hw[idx], root=store.root)
+    out = backend.predict(images, info)
+    b = len(idx)
+    hm = np.asarray(out.heatmaps, np.float32)
+    kp = np.asarray(out.keypoints, np.float32)
+    if hm.ndim != 4 or hm.shape[:2] != (b, len(COCO17)) or kp.shape != (b, len(COCO17), 3):
+        raise KglfrError(
+            f"pose backend {backend.name!r} returned heatmaps {hm.shape} and keypoints {kp.shape} for {b} "
+            "images; expected B x 17 x h x w and B x 17 x 3"
+        )
+    hm = np.nan_to_num(hm, nan=0.0, posinf=1.0, neginf=0.0)
+    kp = np.nan_to_num(kp, nan=0.0)
+    maps13 = coco_to_13_heatmaps(hm, head)
+    q, scales = quantise(resize_maps(maps13, hw))
+    kp13 = coco_to_13_keypoints(kp, head_point)
+    centres, valid = part_centres(kp13, threshold)
+    return {"heatmaps": q, "scales": scales, "coords": kp13, "parts": centres, "part_valid": valid.astype(np.uint8)}
+
+
+def summarise(part_valid: np.ndarray, modalities: np.ndarray, backend: str, threshold: float) -> dict:
+    """Per modality: image count, images with each part valid, images with no valid part."""
+    out: dict = {"backend": backend, "threshold": threshold, "parts": list(PARTS), "modalities": {}}
+    for mod in Modality:
+        rows = part_valid[np.asarray(modalities) == int(mod)]
+        out["modalities"][mod.short] = {
+            "images": len(rows),
+            "part_valid": {p: int(c) for p, c in zip(PARTS, rows.sum(0).tolist())} if len(rows) else
+            dict.fromkeys(PARTS, 0),
+            "no_person": int((~rows.any(1)).sum()) if len(rows) else 0,
+        }  # fmt: skip
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a table: one row per part, one column per modality (count and share)."""
+    mods = summary["modalities"]
+    names = list(mods)
+    head = f"{'part':<16}" + "".join(f"{m + ' (' + str(mods[m]['images']) + ')':>20}" for m in names)
+
+    def cell(count: int, total: int) -> str:
+        return f"{count:>11d} {100 * count / total:6.1f}%" if total else f"{count:>11d}     - "
+
+    lines = [head]
+    for p in summary["parts"]:
+        lines.append(f"{p:<16}" + "".join(f"{cell(mods[m]['part_valid'][p], mods[m]['images']):>20}" for m in names))
+    lines.append(f"{'no person found':<16}" + "".join(f"{cell(mods[m]['no_person'], mods[m]['images']):>20}"
+                                                       for m in names))  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Pictures for looking at data and results: keypoints on images (``kglfr viz keypoints``), and later
+retrieval grids and Grad-CAM. Drawing uses matplotlib's Agg canvas directly (no pyplot, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def new_figure(width_in: float, height_in: float, dpi: int = 100):
+    """A matplotlib Figure on an Agg canvas, independent of pyplot's global state and backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def figure_to_array(fig) -> np.ndarray:
+    """Render ``fig`` to an H x W x 3 uint8 RGB array."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_figure(fig, out: str | Path) -> Path:
+    """Write ``fig`` to ``out`` (format from the suffix, e.g. .png, .pdf), creating the folder."""
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
