@@ -1,0 +1,79 @@
+"""``kglfr evaluate``: score features of any model with a published VI-ReID protocol."""
+
+from __future__ import annotations
+
+import argparse
+
+from kglfr.cli import add_command
+from kglfr.eval.features import load_features
+from kglfr.eval.metrics import DISTANCES
+from kglfr.eval.protocols import PROTOCOLS, evaluate_protocol
+from kglfr.eval.report import format_table, write_result
+from kglfr.eval.rerank import RerankConfig
+
+EXAMPLES = """
+  kglfr evaluate --features sysu_test.npz --protocol sysu-all --out sysu_all.json
+  kglfr evaluate --features sysu_test.npz --protocol sysu-indoor --multi-shot
+  kglfr evaluate --features regdb_t1.npz --features regdb_t2.npz --protocol regdb-v2i   # one file per trial
+  kglfr evaluate --features llcm_test.npz --protocol llcm-i2v --rerank --out llcm.json
+
+The features file (.npz) holds every test image of the dataset: feats (N x D), pids (N), cams (N),
+paths (N, relative to the dataset root, e.g. cam3/0001/0005.jpg); write it with
+kglfr.eval.save_features. SYSU and LLCM: one file, the gallery (LLCM VIS->IR: the probe set) is
+drawn from it per trial with seeds 0..trials-1. RegDB: each trial has its own model, so pass one
+file per trial (each gives one row).
+"""
+
+PROTOCOL_HELP = {
+    "sysu-all": "SYSU-MM01 all-search: IR cams 3, 6 -> one visible image per identity and camera 1, 2, 4, 5",
+    "sysu-indoor": "SYSU-MM01 indoor-search: gallery from cameras 1, 2 only",
+    "regdb-v2i": "RegDB visible -> thermal, all test images",
+    "regdb-i2v": "RegDB thermal -> visible, all test images",
+    "llcm-i2v": "LLCM IR -> VIS: every NIR image vs one VIS image per identity and camera",
+    "llcm-v2i": "LLCM VIS -> IR as the published DEEN code computes it: one NIR image per identity and "
+    "camera ranks every VIS image",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(
+        sub,
+        "evaluate",
+        "Evaluate saved features with a published protocol (CMC Rank-1/5/10/20, mAP, mINP over trials).",
+        EXAMPLES,
+    )
+    p.add_argument("--features", action="append", required=True, metavar="FILE.npz",
+                   help="features file; RegDB: repeat once per trial")
+    p.add_argument("--protocol", required=True, choices=list(PROTOCOLS), metavar="P",
+                   help="; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()))
+    p.add_argument("--multi-shot", action="store_true",
+                   help="SYSU only: ten gallery images per identity and camera instead of one")
+    p.add_argument("--trials", type=int, default=None,
+                   help="gallery draws, seeds 0..N-1 (default 10; RegDB: the number of files)")
+    p.add_argument("--distance", choices=DISTANCES, default="cosine",
+                   help="cosine of L2-normalised features (default) or Euclidean of the raw features")
+    p.add_argument("--rerank", action="store_true",
+                   help="k-reciprocal re-ranking (off by default; memory grows as (queries + gallery)^2)")
+    p.add_argument("--rerank-k1", type=int, default=20, help="re-ranking k1 (default 20)")
+    p.add_argument("--rerank-k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    p.add_argument("--rerank-lambda", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+    p.add_argument("--out", default=None, metavar="RESULT.json", help="write the results as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    features = [load_features(f) for f in args.features]
+    rerank = RerankConfig(args.rerank_k1, args.rerank_k2, args.rerank_lambda) if args.rerank else None
+    result = evaluate_protocol(
+        features if len(features) > 1 else features[0],
+        args.protocol,
+        trials=args.trials,
+        shots=10 if args.multi_shot else 1,
+        distance=args.distance,
+        rerank=rerank,
+    )
+    print(format_table(result))
+    if args.out:
+        path = write_result(result, args.out)
+        print(f"results written to {path}")
+    return 0

@@ -1,0 +1,406 @@
+"""The published VI-ReID test protocols: which images query, which form the gallery, per trial.
+
+Everything here works on plain arrays of identities, cameras and paths (one entry per test image);
+:func:`evaluate_protocol` runs the trials on a :class:`~kglfr.eval.features.FeatureSet`.
+
+Verified against the public code that produced the published numbers:
+
+- **SYSU-MM01** (AGW ``Cross-Modal-Re-ID-baseline``: ``data_manager.process_query_sysu`` /
+  ``process_gallery_sysu``, ``eval_metrics.eval_sysu``; the dataset authors' MATLAB
+  ``evaluation/get_cmc_multi_cam.m``). Queries: every infrared image (cameras 3, 6). Gallery, per
+  trial t = 0..9: ``random.seed(t)``, then for each identity ascending and each visible camera
+  ascending (all-search 1, 2, 4, 5; indoor-search 1, 2) that has images, ``random.choice`` of the
+  image list sorted by path (single-shot) or ``random.sample(list, 10)`` (multi-shot, as the
+  Python ports of the MATLAB 10-shot setting do; a folder with fewer than 10 images gives all of
+  them in ``random.sample`` order). Ranking: a camera-3 query never sees camera-2 images; CMC counts
+  identities (ranking deduplicated by identity); mAP/mINP use the raw ranking.
+- **RegDB** (``eval_regdb``): each trial has its own split and model, so one feature file is one
+  trial. Visible (camera 1) to thermal (camera 2) or the reverse, every test image of one modality
+  against every one of the other; plain CMC.
+- **LLCM** (the dataset authors' DEEN code, ``ZYK100/LLCM``: ``DEEN/data_manager.py``
+  ``process_query_llcm`` / ``process_gallery_llcm``, ``DEEN/test.py``, ``eval_llcm``). Visible
+  cameras 1-9, near-infrared cameras 1, 2, 4-9 (the same camera numbers in both modalities). Per trial
+  t = 0..9 a single-shot set is drawn exactly like SYSU's gallery. IR->VIS (``test_mode [1, 2]``):
+  every infrared image queries the drawn visible set. VIS->IR (``test_mode [2, 1]``): the published
+  code draws the single-shot set from the **infrared** images and calls ``eval_llcm`` with that
+  drawn set as the probes and every visible image as the gallery; ``llcm-v2i`` reproduces exactly
+  that, so its numbers compare with the published LLCM tables. Ranking: gallery images of the
+  query's identity from the query's camera are removed; CMC counts identities.
+
+In every protocol a query whose identity has no image left in its gallery counts nowhere (the
+published code's normalisation), and ties in distance keep gallery order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kglfr.data.records import Modality
+from kglfr.errors import KglfrError
+from kglfr.eval import metrics as M
+from kglfr.eval.rerank import RerankConfig, k_reciprocal_rerank
+
+log = logging.getLogger(__name__)
+
+MULTI_SHOT = 10
+DEFAULT_TRIALS = 10
+
+SYSU_VISIBLE = (1, 2, 4, 5)
+SYSU_INDOOR = (1, 2)
+SYSU_INFRARED = (3, 6)
+REGDB_VISIBLE = (1,)
+REGDB_THERMAL = (2,)
+LLCM_VISIBLE = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+LLCM_INFRARED = (1, 2, 4, 5, 6, 7, 8, 9)
+DATASET_CAMERAS = {"sysu": (1, 2, 3, 4, 5, 6), "regdb": (1, 2), "llcm": LLCM_VISIBLE}
+
+
+class ProtocolError(KglfrError):
+    """Features that cannot be evaluated with the protocol asked for."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """The images of one side of a protocol: a modality and its cameras. ``drawn``: one image (or
+    ``shots``) per (identity, camera), drawn again for every trial; otherwise every image."""
+
+    modality: Modality
+    cameras: tuple[int, ...]
+    drawn: bool = False
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    title: str
+    dataset: str
+    query: ImageSet
+    gallery: ImageSet
+    rule: str  # a key of kglfr.eval.metrics.REMOVAL_RULES
+    dedup_cmc: bool
+    trial_per_file: bool = False  # RegDB: every trial has its own model, so its own feature file
+    multi_shot: bool = False  # whether --multi-shot applies
+    note: str = ""
+
+    @property
+    def drawn(self) -> ImageSet | None:
+        return self.query if self.query.drawn else self.gallery if self.gallery.drawn else None
+
+
+VIS, IR = Modality.VISIBLE, Modality.INFRARED
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("sysu-all", "SYSU-MM01 all-search", "sysu", ImageSet(IR, SYSU_INFRARED),
+                 ImageSet(VIS, SYSU_VISIBLE, drawn=True), "sysu-cam3-cam2", True, multi_shot=True),
+        Protocol("sysu-indoor", "SYSU-MM01 indoor-search", "sysu", ImageSet(IR, SYSU_INFRARED),
+                 ImageSet(VIS, SYSU_INDOOR, drawn=True), "sysu-cam3-cam2", True, multi_shot=True),
+        Protocol("regdb-v2i", "RegDB visible-to-thermal", "regdb", ImageSet(VIS, REGDB_VISIBLE),
+                 ImageSet(IR, REGDB_THERMAL), "same-identity-camera", False, trial_per_file=True),
+        Protocol("regdb-i2v", "RegDB thermal-to-visible", "regdb", ImageSet(IR, REGDB_THERMAL),
+                 ImageSet(VIS, REGDB_VISIBLE), "same-identity-camera", False, trial_per_file=True),
+        Protocol("llcm-i2v", "LLCM IR-to-VIS", "llcm", ImageSet(IR, LLCM_INFRARED),
+                 ImageSet(VIS, LLCM_VISIBLE, drawn=True), "same-identity-camera", True),
+        Protocol("llcm-v2i", "LLCM VIS-to-IR", "llcm", ImageSet(IR, LLCM_INFRARED, drawn=True),
+                 ImageSet(VIS, LLCM_VISIBLE), "same-identity-camera", True,
+                 note="as the published DEEN code: drawn infrared probes, every visible image as gallery"),
+    )
+}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    if isinstance(name, Protocol):
+        return name
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ProtocolError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Modalities
+
+
+def infer_llcm_modalities(paths: np.ndarray) -> np.ndarray:
+    """LLCM modality from the path's first folder: ``vis``/``test_vis`` visible, ``nir``/``test_nir``
+    infrared (the camera numbers alone do not tell, both modalities use cameras 1-9)."""
+    out = np.empty(len(paths), dtype=np.int8)
+    for i, p in enumerate(paths):
+        top = str(p).replace("\\", "/").lstrip("/").split("/", 1)[0].lower()
+        if "nir" in top:
+            out[i] = IR
+        elif "vis" in top:
+            out[i] = VIS
+        else:
+            raise ProtocolError(
+                f"cannot tell the modality of LLCM image {str(p)!r}: paths must start with vis/ or nir/ "
+                "(or test_vis/, test_nir/), or the features file must hold a 'modalities' array "
+                "(0 visible, 1 infrared)"
+            )
+    return out
+
+
+def image_modalities(dataset: str, cams: np.ndarray, paths: np.ndarray,
+                     modalities: np.ndarray | None = None) -> np.ndarray:
+    """The modality of every image (values of :class:`Modality`) under ``dataset``'s conventions:
+    SYSU by camera (3 and 6 infrared), RegDB by camera (1 visible, 2 thermal), LLCM from the
+    ``modalities`` array when given, else from the paths."""
+    cams = np.asarray(cams)
+    if dataset == "sysu":
+        return np.where(np.isin(cams, SYSU_INFRARED), IR, VIS).astype(np.int8)
+    if dataset == "regdb":
+        return np.where(cams == 2, IR, VIS).astype(np.int8)
+    if dataset == "llcm":
+        if modalities is not None:
+            return np.asarray(modalities, dtype=np.int8)
+        return infer_llcm_modalities(paths)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Query and gallery construction (pure functions on arrays)
+
+
+def select(image_set: ImageSet, cams: np.ndarray, modality: np.ndarray) -> np.ndarray:
+    """Indices (in file order) of the images of ``image_set``: its modality and cameras."""
+    return np.flatnonzero((modality == image_set.modality) & np.isin(cams, image_set.cameras))
+
+
+def listing_order(idx: np.ndarray, pids: np.ndarray, cams: np.ndarray, paths: np.ndarray) -> np.ndarray:
+    """``idx`` sorted by (identity, camera, path): the published code's listing order."""
+    idx = np.asarray(idx)
+    if not len(idx):
+        return idx
+    return idx[np.lexsort((paths[idx], cams[idx], pids[idx]))]
+
+
+def draw_groups(idx: np.ndarray, pids: np.ndarray, cams: np.ndarray, paths: np.ndarray) -> list[np.ndarray]:
+    """The (identity, camera) groups of the images ``idx`` in the published draw order: identity
+    ascending, camera ascending, each group's images sorted by path."""
+    ordered = listing_order(idx, pids, cams, paths)
+    if not len(ordered):
+        return []
+    p, c = pids[ordered], cams[ordered]
+    cuts = np.flatnonzero((p[1:] != p[:-1]) | (c[1:] != c[:-1])) + 1
+    return np.split(ordered, cuts)
+
+
+def draw_from(groups: list[np.ndarray], trial: int, shots: int = 1) -> np.ndarray:
+    """``random.seed(trial)``, then per group ``random.choice`` (``shots == 1``) or
+    ``random.sample(group, min(shots, n))``. Returns indices in draw order."""
+    rng = random.Random(trial)  # the same stream as random.seed(trial) + the module functions
+    chosen: list[int] = []
+    for group in groups:
+        images = group.tolist()
+        if shots == 1:
+            chosen.append(rng.choice(images))
+        else:
+            chosen.extend(rng.sample(images, min(shots, len(images))))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def draw(idx: np.ndarray, pids: np.ndarray, cams: np.ndarray, paths: np.ndarray, trial: int,
+         shots: int = 1) -> np.ndarray:
+    """The published per-trial draw over the images ``idx`` (already restricted to the protocol's
+    cameras): ``random.seed(trial)``; then for every identity ascending and every camera ascending
+    that has images, ``random.choice`` over that (identity, camera)'s images sorted by path
+    (``shots == 1``) or ``random.sample(images, min(shots, n))``. Returns indices in draw order,
+    which is the gallery order (ties in distance keep it)."""
+    return draw_from(draw_groups(idx, pids, cams, paths), trial, shots)
+
+
+@dataclass
+class TrialPlan:
+    """What does not change between the trials of one features file: the indices of each side
+    that is not drawn (in listing order; RegDB: file order) and the drawn side's groups."""
+
+    query: np.ndarray | None  # None: drawn per trial
+    gallery: np.ndarray | None
+    groups: list[np.ndarray]  # the drawn side's (identity, camera) groups
+
+    @staticmethod
+    def build(protocol: Protocol, pids, cams, paths, modality) -> TrialPlan:
+        sides, groups = [], []
+        for image_set in (protocol.query, protocol.gallery):
+            idx = select(image_set, cams, modality)
+            if image_set.drawn:
+                groups = draw_groups(idx, pids, cams, paths)
+                sides.append(None)
+            else:
+                sides.append(idx if protocol.trial_per_file else listing_order(idx, pids, cams, paths))
+        return TrialPlan(sides[0], sides[1], groups)
+
+    def sets(self, trial: int, shots: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(query indices, gallery indices) of one trial."""
+        if self.query is not None and self.gallery is not None:
+            return self.query, self.gallery
+        drawn = draw_from(self.groups, trial, shots)
+        return (drawn if self.query is None else self.query, drawn if self.gallery is None else self.gallery)
+
+
+def trial_sets(protocol: Protocol, pids: np.ndarray, cams: np.ndarray, paths: np.ndarray,
+               modality: np.ndarray, trial: int, shots: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(query indices, gallery indices) of one trial, in the published code's order."""
+    return TrialPlan.build(protocol, pids, cams, paths, modality).sets(trial, shots)
+
+
+def check_cameras(protocol: Protocol, cams: np.ndarray, modality: np.ndarray, source: str) -> None:
+    """Fail when one side of the protocol has none of its cameras in the file; warn when some
+    cameras are missing (the numbers then do not compare with published ones) or when the file has
+    cameras the dataset does not (features of another dataset?)."""
+    foreign = sorted(set(np.unique(cams).tolist()) - set(DATASET_CAMERAS[protocol.dataset]))
+    if foreign:
+        log.warning("%s: %s has images from camera(s) %s, which %s does not have; they are not used",
+                    protocol.name, source, ", ".join(map(str, foreign)), protocol.title.split()[0])
+    for role, image_set in (("query", protocol.query), ("gallery", protocol.gallery)):
+        present = set(np.unique(cams[modality == image_set.modality]).tolist())
+        missing = [c for c in image_set.cameras if c not in present]
+        kind = image_set.modality.name.lower()
+        if len(missing) == len(image_set.cameras):
+            found = ", ".join(map(str, sorted(set(np.unique(cams).tolist())))) or "none"
+            raise ProtocolError(
+                f"{protocol.name} takes its {role} from {kind} camera(s) "
+                f"{', '.join(map(str, image_set.cameras))}, but {source} has no such image "
+                f"(cameras in the file: {found})"
+            )
+        if missing:
+            log.warning("%s: %s has no %s image from camera(s) %s; the %s is incomplete and the "
+                        "numbers do not compare with published ones", protocol.name, source, kind,
+                        ", ".join(map(str, missing)), role)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running the trials
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    trial: int  # the seed (drawn protocols, 0-based) or the trial number (RegDB, 1-based)
+    metrics: M.Metrics
+    num_query: int
+    num_gallery: int
+    source: str
+
+
+@dataclass
+class ProtocolResult:
+    protocol: Protocol
+    shots: int  # 1 single-shot, 10 multi-shot, 0 every image (RegDB)
+    distance: str
+    rerank: RerankConfig | None
+    trials: list[TrialResult] = field(default_factory=list)
+
+    @property
+    def shot_name(self) -> str:
+        return {0: "all images", 1: "single-shot"}.get(self.shots, f"multi-shot ({self.shots})")
+
+    def table(self) -> np.ndarray:
+        """Trials x metrics (percent), columns in ``METRIC_KEYS`` order."""
+        return np.array([[t.metrics.summary()[k] for k in M.METRIC_KEYS] for t in self.trials])
+
+    def mean(self) -> dict[str, float]:
+        return dict(zip(M.METRIC_KEYS, self.table().mean(0).tolist()))
+
+    def std(self) -> dict[str, float]:
+        """Sample standard deviation over trials (n - 1 in the denominator; 0 for one trial)."""
+        t = self.table()
+        std = t.std(0, ddof=1) if len(t) > 1 else np.zeros(t.shape[1])
+        return dict(zip(M.METRIC_KEYS, std.tolist()))
+
+
+def evaluate_protocol(
+    features,
+    protocol: str | Protocol,
+    *,
+    trials: int | None = None,
+    shots: int = 1,
+    distance: str = "cosine",
+    rerank: RerankConfig | None = None,
+) -> ProtocolResult:
+    """Run ``protocol`` on ``features`` (a :class:`~kglfr.eval.features.FeatureSet`, or for RegDB a
+    sequence of them, one per trial) and return every trial's metrics.
+
+    ``trials``: number of gallery draws, seeds 0..trials-1 (default 10); for RegDB it must equal
+    the number of feature sets when given. ``shots``: 1, or 10 for SYSU multi-shot. ``rerank``:
+    k-reciprocal re-ranking of every trial's query + gallery, off when None.
+    """
+    protocol = get_protocol(protocol)
+    sets = list(features) if isinstance(features, (list, tuple)) else [features]
+    if not sets:
+        raise ProtocolError("no features given")
+    if shots != 1 and not protocol.multi_shot:
+        raise ProtocolError(f"multi-shot applies to the SYSU-MM01 protocols only, not {protocol.name}")
+    if shots < 1:
+        raise ProtocolError(f"shots must be 1 or more, got {shots}")
+    if protocol.trial_per_file:
+        if trials is not None and trials != len(sets):
+            raise ProtocolError(
+                f"{protocol.name}: every trial has its own model, so each --features file is one "
+                f"trial; got {len(sets)} file(s) but --trials {trials}"
+            )
+        runs = [(i + 1, fs) for i, fs in enumerate(sets)]
+    else:
+        if len(sets) != 1:
+            raise ProtocolError(
+                f"{protocol.name} takes one features file holding every test image (the "
+                f"{'gallery' if protocol.gallery.drawn else 'probe set'} is drawn from it per trial); "
+                f"got {len(sets)}"
+            )
+        n = DEFAULT_TRIALS if trials is None else trials
+        if n < 1:
+            raise ProtocolError(f"--trials must be 1 or more, got {n}")
+        runs = [(t, sets[0]) for t in range(n)]
+
+    result = ProtocolResult(protocol, 0 if protocol.drawn is None else shots, distance, rerank)
+    kwargs = dict(rule=protocol.rule, dedup_cmc=protocol.dedup_cmc)
+    cache: dict[int, tuple] = {}  # per features file: what every trial shares
+    for trial, fs in runs:
+        if id(fs) not in cache:
+            modality = image_modalities(protocol.dataset, fs.cams, fs.paths, fs.modalities)
+            check_cameras(protocol, fs.cams, modality, fs.source)
+            plan = TrialPlan.build(protocol, fs.pids, fs.cams, fs.paths, modality)
+            feats = M.prepare(fs.feats, distance)  # normalised once for every trial
+            # the sides that are not drawn are the same every trial: gather their features once
+            fixed = [None if side is None else feats[side] for side in (plan.query, plan.gallery)]
+            cache[id(fs)] = (plan, feats, fixed)
+        plan, feats, (q_fixed, g_fixed) = cache[id(fs)]
+        q, g = plan.sets(trial, shots)
+        if not len(q) or not len(g):
+            raise ProtocolError(f"{protocol.name}: {fs.source} gives an empty "
+                                f"{'query set' if not len(q) else 'gallery'}")
+        qf = feats[q] if q_fixed is None else q_fixed
+        gf = feats[g] if g_fixed is None else g_fixed
+        try:
+            if rerank is None:
+                metrics = M.evaluate_prepared(qf, gf, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g],
+                                              distance=distance, **kwargs)
+            else:
+                dist = k_reciprocal_rerank(qf, gf, k1=rerank.k1, k2=rerank.k2,
+                                           lambda_value=rerank.lambda_value, distance=distance)
+                metrics = M.evaluate(None, None, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g],
+                                     dist=dist, **kwargs)
+        except M.NoValidQueryError:
+            raise ProtocolError(
+                f"{protocol.name} trial {trial}: no query identity has a gallery image in "
+                f"{fs.source}; are these the test images of this dataset?"
+            ) from None
+        result.trials.append(TrialResult(trial, metrics, len(q), len(g), fs.source))
+    _warn_without_positive(result)
+    return result
+
+
+def _warn_without_positive(result: ProtocolResult) -> None:
+    worst = max(result.trials, key=lambda t: t.metrics.num_without_positive)
+    n = worst.metrics.num_without_positive
+    if n:
+        log.warning(
+            "%s: %d of %d queries (trial %s) have no gallery image of their identity left in their "
+            "ranking; as in the published code they count in no metric (CMC, mAP and mINP are "
+            "averaged over the %d that have one)", result.protocol.name, n, worst.metrics.num_queries,
+            worst.trial, worst.metrics.num_valid,
+        )

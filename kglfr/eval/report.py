@@ -1,0 +1,85 @@
+"""Evaluation results as a JSON-ready dict, a JSON file, and a console table in the papers' format."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from kglfr.eval.metrics import METRIC_KEYS
+from kglfr.eval.protocols import ProtocolResult
+
+COLUMN_NAMES = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20",
+                "mAP": "mAP", "mINP": "mINP"}
+
+
+def result_to_dict(result: ProtocolResult) -> dict:
+    """``{"protocol", "trials": [{rank1..mINP}], "mean", "std", ...}``, metrics in percent.
+
+    Besides the metrics: the protocol's title, shot setting, trial ids (gallery seeds, or RegDB
+    trial numbers), whether re-ranking was used (and its parameters), the distance, and per trial
+    the query and gallery sizes, the queries without a true match, and the features file."""
+    rerank = result.rerank
+    return {
+        "protocol": result.protocol.name,
+        "title": result.protocol.title,
+        "shot": result.shot_name,
+        "num_trials": len(result.trials),
+        "trial_ids": [t.trial for t in result.trials],
+        "reranking": rerank is not None,
+        "rerank_params": None if rerank is None else
+        {"k1": rerank.k1, "k2": rerank.k2, "lambda": rerank.lambda_value},
+        "distance": result.distance,
+        "trials": [t.metrics.summary() for t in result.trials],
+        "mean": result.mean(),
+        "std": result.std(),
+        "num_queries": [t.num_query for t in result.trials],
+        "num_gallery": [t.num_gallery for t in result.trials],
+        "queries_without_positive": [t.metrics.num_without_positive for t in result.trials],
+        "features": [t.source for t in result.trials],
+        "note": result.protocol.note or None,
+    }
+
+
+def write_result(result: ProtocolResult, path: str | os.PathLike) -> Path:
+    """Write :func:`result_to_dict` as JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result_to_dict(result), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def header_line(result: ProtocolResult) -> str:
+    rerank = result.rerank
+    rr = "off" if rerank is None else f"on (k1={rerank.k1}, k2={rerank.k2}, lambda={rerank.lambda_value})"
+    n = len(result.trials)
+    parts = [f"{result.protocol.title} [{result.protocol.name}]", result.shot_name,
+             f"{n} trial{'s' if n != 1 else ''}", f"re-ranking: {rr}", f"distance: {result.distance}"]
+    line = " | ".join(parts)
+    if result.protocol.note:
+        line += f"\n({result.protocol.note})"
+    return line
+
+
+def format_table(result: ProtocolResult) -> str:
+    """One row per trial, then mean ± standard deviation; values in percent, two decimals."""
+    width = 13
+    head = f"{'trial':>6}  " + "".join(f"{COLUMN_NAMES[k]:>{width}}" for k in METRIC_KEYS)
+    lines = [header_line(result), head, "-" * len(head)]
+    for t in result.trials:
+        s = t.metrics.summary()
+        lines.append(f"{t.trial!s:>6}  " + "".join(f"{s[k]:>{width}.2f}" for k in METRIC_KEYS))
+    mean, std = result.mean(), result.std()
+    lines.append("-" * len(head))
+    cells = "".join(f"{f'{mean[k]:.2f}±{std[k]:.2f}':>{width}}" for k in METRIC_KEYS)
+    lines.append(f"{'mean':>6}  " + cells)
+    return "\n".join(lines)
