@@ -10,17 +10,16 @@ pipeline end to end and to train on synthetic data without a pose network.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from kglfr.data.synth.sidecar import SIDECAR_NAME, read_keypoints_sidecar
 from kglfr.errors import KglfrError
-from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, PoseOutput, file_sha256, register_backend
+from kglfr.keypoints.backends.base import BatchInfo, PoseBackend, PoseOutput, file_sha256, register_backend
 from kglfr.keypoints.heatmaps import HRNET_HEATMAP_HW, default_sigma, render_gaussians
 
-SIDECAR = "kglfr_keypoints.json"
-SIDECAR_FORMAT = "kglfr-synth-keypoints"
+SIDECAR = SIDECAR_NAME
 
 
 def read_sidecar(root: str | Path) -> tuple[dict[str, np.ndarray], str]:
@@ -30,21 +29,7 @@ def read_sidecar(root: str | Path) -> tuple[dict[str, np.ndarray], str]:
         raise KglfrError(
             f"the oracle backend needs a synthetic dataset (made by 'kglfr synth'): no {SIDECAR} in {root}"
         )
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise KglfrError(f"{path} is damaged ({e}); re-run 'kglfr synth'") from None
-    if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT or doc.get("version") != 1:
-        raise KglfrError(f"{path} is not a version-1 {SIDECAR_FORMAT} file; re-run 'kglfr synth'")
-    if list(doc.get("order", [])) != list(COCO17):
-        raise KglfrError(f"{path} lists its keypoints in another order than COCO-17; re-run 'kglfr synth'")
-    table = {}
-    for rel, pts in doc.get("images", {}).items():
-        arr = np.asarray(pts, np.float32)
-        if arr.shape != (17, 3):
-            raise KglfrError(f"{path}: image {rel} has keypoints of shape {arr.shape}, expected 17 x 3")
-        table[rel] = arr
-    return table, file_sha256(path)
+    return read_keypoints_sidecar(path), file_sha256(path)
 
 
 @register_backend("oracle")
