@@ -22,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"kglfr.cli.{name}")
-        except ModuleNotFoundError as e:  # a command whose module is not written yet
-            if e.name == f"kglfr.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"kglfr.cli.{name}").register(sub)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Pose backends. Importing this package registers every backend whose module is present."""
+"""Pose backends. Importing this package registers every backend; a backend whose optional runtime
+(ai-edge-litert for blazepose) is missing says so when it is built, not on import."""
 
 from __future__ import annotations
 
@@ -15,10 +16,6 @@ from kglfr.keypoints.backends.base import (
 )
 
 for _name in ("oracle", "hrnet", "blazepose"):
-    try:
-        importlib.import_module(f"kglfr.keypoints.backends.{_name}")
-    except ModuleNotFoundError as e:  # a backend not written yet; missing optional runtimes are
-        if e.name != f"kglfr.keypoints.backends.{_name}":  # reported when the backend is built
-            raise
+    importlib.import_module(f"kglfr.keypoints.backends.{_name}")
 
 __all__ = ["COCO17", "BatchInfo", "PoseBackend", "PoseOutput", "backend_names", "build_backend", "register_backend"]
