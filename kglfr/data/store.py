@@ -30,6 +30,7 @@ from PIL import Image
 from kglfr.data.datasets.base import VIDataset
 from kglfr.data.records import ImageRecord, Modality
 from kglfr.errors import StoreError
+from kglfr.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,6 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
         return image
     interp = cv2.INTER_AREA if h * w > height * width else cv2.INTER_LINEAR
     return cv2.resize(image, (width, height), interpolation=interp)
-
-
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON so that a reader sees either the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _stat(path: Path) -> tuple[int, int]:

@@ -17,7 +17,6 @@ Files are read with ``allow_pickle=False``: ``paths`` must be a string array, no
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kglfr.errors import KglfrError
+from kglfr.io import write_atomic
 
 REQUIRED_KEYS = ("feats", "pids", "cams", "paths")
 OPTIONAL_KEYS = ("modalities",)
@@ -144,12 +144,4 @@ def save_features(path: str | os.PathLike, feats, pids, cams, paths, modalities=
     arrays = {"feats": fs.feats, "pids": fs.pids, "cams": fs.cams, "paths": fs.paths}
     if fs.modalities is not None:
         arrays["modalities"] = fs.modalities
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)

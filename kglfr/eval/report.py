@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
 from kglfr.eval.metrics import METRIC_KEYS
 from kglfr.eval.protocols import ProtocolResult
+from kglfr.io import write_json_atomic
 
 COLUMN_NAMES = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20",
                 "mAP": "mAP", "mINP": "mINP"}
@@ -44,18 +43,7 @@ def result_to_dict(result: ProtocolResult) -> dict:
 
 def write_result(result: ProtocolResult, path: str | os.PathLike) -> Path:
     """Write :func:`result_to_dict` as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result_to_dict(result), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, result_to_dict(result), indent=2)
 
 
 def header_line(result: ProtocolResult) -> str:

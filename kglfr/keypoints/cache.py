@@ -42,8 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from kglfr.data.records import Modality
-from kglfr.data.store import Store, write_json_atomic
+from kglfr.data.store import Store
 from kglfr.errors import KglfrError, StoreError
+from kglfr.io import write_json_atomic
 from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, build_backend
 from kglfr.keypoints.heatmaps import dequantise, quantise, resize_maps
 from kglfr.keypoints.skeleton import (

@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from kglfr.errors import KglfrError
+from kglfr.io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,7 @@ def extract_blazepose_model(wheel: str | Path, dest_dir: str | Path) -> Path:
     dest_dir = Path(dest_dir).expanduser()
     dest_dir.mkdir(parents=True, exist_ok=True)
     out = dest_dir / BLAZEPOSE_FILE
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
-    return out
+    return write_atomic(out, lambda f: f.write(data), binary=True)
 
 
 def fetch_blazepose_model(dest_dir: str | Path | None = None, python: str | None = None) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 
 from kglfr.data.synth.figure import KEYPOINT_NAMES
 from kglfr.errors import DatasetError
+from kglfr.io import write_atomic
 
 SIDECAR_NAME = "kglfr_keypoints.json"
 FORMAT = "kglfr-synth-keypoints"
@@ -49,7 +50,7 @@ def write_keypoints_sidecar(root: str | Path, keypoints: Mapping[str, np.ndarray
         "images": images,
     }
     path = Path(root) / SIDECAR_NAME
-    path.write_text(json.dumps(payload, separators=(",", ":")) + "\n")
+    write_atomic(path, lambda f: f.write(json.dumps(payload, separators=(",", ":")) + "\n"))
     return path
 
 
