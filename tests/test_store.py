@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from layouts import make_regdb, make_sysu
+from layouts import make_custom, make_regdb, make_sysu
 
 from kglfr.cli import main
 from kglfr.data.datasets import load_dataset
@@ -58,11 +58,40 @@ def test_up_to_date_store_is_reused_and_changed_dataset_refused(sysu, tmp_path):
         Store.open(out)
 
 
-def test_store_knows_new_images_are_missing(sysu, tmp_path):
-    store, _ = prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
-    (sysu.root / "cam1" / "0001" / "0099.jpg").write_bytes((sysu.root / sysu.records[0].relpath).read_bytes())
-    with pytest.raises(StoreError, match="prepared from another version"):
-        store.check_against(load_dataset("sysu", sysu.root))
+def test_changed_split_updates_the_manifest_and_keeps_pixels(tmp_path):
+    root = make_custom(tmp_path / "custom")
+    out = tmp_path / "store"
+    half = load_dataset("custom", root, test_fraction=0.5)
+    prepare_store(half, out, height=16, width=8, progress=False)
+    (out / "keypoints").mkdir()
+    (out / "keypoints" / "meta.json").write_text("{}")
+    stamp = (out / "images.u8").stat().st_mtime_ns
+    quarter = load_dataset("custom", root, test_fraction=0.25)
+    store, _ = prepare_store(quarter, out, height=16, width=8, progress=False)
+    assert store.records() == quarter.records
+    assert len(store.indices(TEST)) < len(Store.open(out).indices(TRAIN))
+    assert (out / "images.u8").stat().st_mtime_ns == stamp and (out / "keypoints" / "meta.json").exists()
+
+
+def test_regdb_trial_choice_reaches_the_store(tmp_path):
+    ds = load_dataset("regdb", make_regdb(tmp_path / "regdb"))
+    out = tmp_path / "store"
+    prepare_store(ds, out, height=16, width=8, progress=False)
+    store, _ = prepare_store(ds.with_trial(3), out, height=16, width=8, progress=False)
+    assert store.manifest["trial"] == 3 and store.records() == ds.with_trial(3).records
+
+
+def test_store_of_another_dataset_is_not_replaced_without_force(sysu, tmp_path):
+    out = tmp_path / "store"
+    prepare_store(sysu, out, height=16, width=8, progress=False)
+    (out / "keypoints").mkdir()
+    regdb = load_dataset("regdb", make_regdb(tmp_path / "regdb"))
+    with pytest.raises(StoreError, match="is a store of sysu at .* pass --force to replace it"):
+        prepare_store(regdb, out, height=16, width=8, progress=False)
+    assert Store.open(out).dataset == "sysu"
+    store, _ = prepare_store(regdb, out, height=16, width=8, force=True, progress=False)
+    assert store.dataset == "regdb" and not (tmp_path / "store.old").exists()
+    assert (out / "keypoints").is_dir()  # carried over; the cache checks its own key when opened
 
 
 def test_corrupt_and_truncated_images_are_all_named(sysu, tmp_path):
@@ -105,6 +134,9 @@ def test_damaged_store_is_refused(sysu, tmp_path):
     manifest.write_text(json.dumps({"format": "other"}))
     with pytest.raises(StoreError, match="another format"):
         Store.open(out)
+    manifest.write_text(json.dumps({"format": "kglfr-store", "version": 1, "height": 16}))
+    with pytest.raises(StoreError, match="damaged .*'count'"):
+        Store.open(out)
 
 
 def test_non_store_output_folder_is_refused(sysu, tmp_path):
@@ -129,3 +161,14 @@ def test_cli_prepare_reports_bad_files_in_one_line(sysu, tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"skipped {sysu.records[0].relpath}" in captured.err
     assert "1 skipped" in captured.out
+
+
+def test_cli_bad_sizes_and_unwritable_out_are_one_line(sysu, tmp_path, capsys):
+    base = ["prepare", "--dataset", "sysu", "--root", str(sysu.root)]
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--out", str(tmp_path / "s"), "--height", "0"])
+    assert exc.value.code == 2 and "--height: must be at least 1" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main([*base, "--out", str(tmp_path / "file" / "store"), "--height", "16", "--width", "8"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err == [f"kglfr prepare: error: Not a directory: {tmp_path / 'file' / 'store.partial'}"]

@@ -37,6 +37,17 @@ def add_command(sub, name: str, help: str, examples: str) -> argparse.ArgumentPa
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except KglfrError as e:
         print(f"kglfr {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a path the user gave that cannot be written or read (permissions, a file as folder)
+        print(f"kglfr {args.command}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"kglfr {args.command}: interrupted", file=sys.stderr)
         return 130

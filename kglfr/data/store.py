@@ -108,7 +108,12 @@ class Store:
                 f"{path} is a store of another format or version "
                 f"({manifest.get('format')} v{manifest.get('version')}); re-run 'kglfr prepare'"
             )
-        n, h, w = manifest["count"], manifest["height"], manifest["width"]
+        try:
+            n, h, w = int(manifest["count"]), int(manifest["height"]), int(manifest["width"])
+            _ = [manifest["records"][k] for k in ("relpath", "pid", "camera", "modality", "source_hw")]
+            _ = manifest["trial_splits"], manifest["root"], manifest["skipped"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"{manifest_path} is damaged (missing or bad {e}); re-run 'kglfr prepare'") from None
         pixels = path / PIXELS
         expected = n * h * w * 3
         if not pixels.is_file() or pixels.stat().st_size != expected:
@@ -200,14 +205,56 @@ class Store:
                 f"prepared (e.g. {changed[0]}); re-run 'kglfr prepare --force'"
             )
 
-    def check_against(self, dataset: VIDataset) -> None:
-        """Refuse the store if ``dataset`` (read now) lists other images than the store holds."""
-        usable = {r.relpath for r in dataset.records} - {b["relpath"] for b in self.manifest["skipped"]}
-        if usable != set(self.relpaths) or str(dataset.root.resolve()) != self.manifest["root"]:
-            raise StoreError(
-                f"store {self.path} was prepared from another version of {dataset.root} "
-                f"({len(self.relpaths)} images stored, {len(usable)} now); re-run 'kglfr prepare --force'"
-            )
+
+def _existing_manifest(out: Path) -> dict | None:
+    """The manifest of the store at ``out``, None if nothing is there; refuses a folder of other files."""
+    if not out.exists():
+        return None
+    if (out / MANIFEST).is_file():
+        try:
+            return json.loads((out / MANIFEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return {}  # a damaged store: rebuilt
+    if out.is_file() or any(out.iterdir()):
+        raise StoreError(f"{out} exists and is not a kglfr store; choose another --out or remove it")
+    return None
+
+
+def _split_fields(dataset: VIDataset, relpaths: Sequence[str]) -> dict:
+    """The manifest fields that depend on the split files, for the stored images ``relpaths``."""
+    row = {r.relpath: i for i, r in enumerate(dataset.records)}
+    splits = dataset.trial_splits or {dataset.trial: [r.split for r in dataset.records]}
+    return {
+        "trial": dataset.trial,
+        "trial_splits": {str(t): [s[row[rel]] for rel in relpaths] for t, s in splits.items()},
+    }
+
+
+def _reuse(out: Path, manifest: dict, dataset: VIDataset) -> Store:
+    """Reuse a store whose pixels are up to date; if only the split changed (split files, options,
+    trial), rewrite the manifest's split fields and keep the pixels and the keypoint cache."""
+    fields = _split_fields(dataset, manifest["records"]["relpath"])
+    if all(manifest.get(k) == v for k, v in fields.items()):
+        log.info("store %s is up to date (%d images); use --force to rebuild", out, manifest["count"])
+    else:
+        write_json_atomic(out / MANIFEST, {**manifest, **fields})
+        log.info("store %s: pixels up to date, split updated from the dataset's split files/options", out)
+    return Store.open(out, check_sources=False)  # the fingerprint was just checked
+
+
+def _swap_in(partial: Path, out: Path) -> None:
+    """Move a finished store into place. A keypoint cache of the old store is carried over: it checks
+    its own key against the new store when opened, and is refused there if it no longer fits."""
+    if not out.exists():
+        os.replace(partial, out)
+        return
+    if (out / "keypoints").is_dir():
+        os.replace(out / "keypoints", partial / "keypoints")
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(out, old)
+    os.replace(partial, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _source_stats(dataset: VIDataset) -> list[tuple[int, int]]:
@@ -240,17 +287,15 @@ def prepare_store(
     root = dataset.root.resolve()
     stats = _source_stats(dataset)
     fingerprint = listing_fingerprint([r.relpath for r in dataset.records], stats) + f":{height}x{width}"
-    if out.exists():
-        if (out / MANIFEST).is_file():
-            try:
-                old = json.loads((out / MANIFEST).read_text())
-            except json.JSONDecodeError:
-                old = {}
-            if not force and old.get("fingerprint") == fingerprint and old.get("root") == str(root):
-                log.info("store %s is up to date (%d images); use --force to rebuild", out, old["count"])
-                return Store.open(out), [BadImage(**b) for b in old.get("skipped", [])]
-        elif out.is_file() or any(out.iterdir()):
-            raise StoreError(f"{out} exists and is not a kglfr store; choose another --out or remove it")
+    old = _existing_manifest(out)
+    if old is not None and not force:
+        if old.get("fingerprint") == fingerprint and old.get("root") == str(root):
+            return _reuse(out, old, dataset), [BadImage(**b) for b in old.get("skipped", [])]
+        if (old.get("dataset"), old.get("root")) != (dataset.name, str(root)):
+            raise StoreError(
+                f"{out} is a store of {old.get('dataset')} at {old.get('root')}, not of {dataset.name} at {root}; "
+                "choose another --out, or pass --force to replace it"
+            )
 
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -283,7 +328,6 @@ def prepare_store(
     with open(partial / PIXELS, "r+b") as f:
         f.truncate(count * height * width * 3)
 
-    splits = dataset.trial_splits or {dataset.trial: [r.split for r in records]}
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -304,13 +348,11 @@ def prepare_store(
             "size": [stats[i][0] for i in kept],
             "mtime_ns": [stats[i][1] for i in kept],
         },
-        "trial_splits": {str(t): [s[i] for i in kept] for t, s in splits.items()},
+        **_split_fields(dataset, [records[i].relpath for i in kept]),
         "skipped": [b.__dict__ for b in bad],
     }
     write_json_atomic(partial / MANIFEST, manifest)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
+    _swap_in(partial, out)
     dt = time.perf_counter() - t0
     log.info("prepared %d images into %s in %.1f s (%.0f images/s)", count, out, dt, n / max(dt, 1e-9))
     return Store.open(out, check_sources=False), bad

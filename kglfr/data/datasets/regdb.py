@@ -36,7 +36,7 @@ def _pid_of(relpath: str, label: int, where: Path) -> int:
 @register("regdb")
 def load_regdb(root: Path, trial: int = 1) -> VIDataset:
     root = require_layout(root, "RegDB", ["Visible", "Thermal", "idx"] + [
-        str(p.relative_to(root)) for p in _trial_files(Path(root), 1).values()
+        str(p.relative_to(root)) for p in _trial_files(Path(root), trial).values()
     ])
     trials = [t for t in range(1, 11) if all(p.exists() for p in _trial_files(root, t).values())]
     if trial not in trials:
