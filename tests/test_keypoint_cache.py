@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -204,6 +205,65 @@ def test_damaged_cache_is_refused(fresh):
         KeypointCache.open(fresh)
 
 
+def _damage(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_cache_is_rebuilt_not_reported_up_to_date(fresh, built, caplog, capsys):
+    _, full = built
+    folder = fresh.path / "keypoints"
+    good = {f: (folder / f).read_bytes() for f in ("heatmaps.u8", "coords.f32", "valid.u8")}
+    _damage(folder / "heatmaps.u8")
+    with pytest.raises(KglfrError, match="checksum mismatch"):
+        KeypointCache.open(fresh)
+    with caplog.at_level(logging.WARNING, logger="kglfr.keypoints.cache"):
+        result = build_cache(fresh, OracleBackend(root=fresh.root), progress=False)
+    assert "is damaged (checksum mismatch); rebuilding it" in caplog.text
+    assert result.computed == len(fresh) and not result.resumed
+    KeypointCache.open(fresh)  # the checksum matches again
+    assert {f: (folder / f).read_bytes() for f in good} == good  # the same backend writes the same bytes
+    # the command says so too: not "up to date"
+    _damage(folder / "heatmaps.u8")
+    assert main(["keypoints", "--store", str(fresh.path), "--backend", "oracle", "--no-progress"]) == 0
+    assert "written" in capsys.readouterr().out
+    KeypointCache.open(fresh)
+
+
+def test_damaged_cache_is_rebuilt_not_rethresholded(fresh, built):
+    """A new --threshold on a damaged cache must not write a fresh checksum over the damage."""
+    _, full = built
+    folder = fresh.path / "keypoints"
+    _damage(folder / "coords.f32", 4 * 3 * 13 * 5 + 8)  # the confidence of image 5's head keypoint
+    result = build_cache(fresh, OracleBackend(root=fresh.root), threshold=0.5, progress=False)
+    assert result.computed == len(fresh)  # rebuilt by the backend
+    cache = KeypointCache.open(fresh)
+    assert cache.threshold == 0.5
+    np.testing.assert_array_equal(cache.coords, full.cache.coords)
+    np.testing.assert_array_equal(cache.heatmaps, full.cache.heatmaps)
+    np.testing.assert_array_equal(cache.part_valid, part_centres(np.asarray(full.cache.coords), 0.5)[1])
+
+
+def test_read_batch_keeps_the_requested_order(built):
+    _, result = built
+    cache = result.cache
+    idx = np.array([9, 2, 9, 0, len(cache) - 1, 5])  # unsorted, with a repeat
+    for raw in (False, True):
+        rows = cache.read_batch(idx, raw=raw)
+        np.testing.assert_array_equal(rows["coords"], cache.coords[idx])
+        np.testing.assert_array_equal(rows["parts"], cache.parts[idx])
+        np.testing.assert_array_equal(rows["part_valid"], cache.part_valid[idx])
+        assert rows["part_valid"].dtype == bool
+        if raw:
+            np.testing.assert_array_equal(rows["heatmaps"], cache.heatmaps[idx])
+            np.testing.assert_array_equal(rows["scales"], cache.scales[idx])
+        else:
+            for row, i in enumerate(idx):
+                np.testing.assert_array_equal(rows["heatmaps"][row], cache.read_batch([i])["heatmaps"][0])
+    assert cache.read_batch([])["coords"].shape == (0, 13, 3)
+
+
 def test_interrupted_run_resumes_and_matches_a_full_run(fresh, built):
     _, full = built
     shutil.rmtree(fresh.path / "keypoints")
@@ -298,7 +358,7 @@ def test_cli_bad_input_gives_one_line(built, tmp_path, capsys):
     assert "needs a synthetic dataset (made by 'kglfr synth')" in err
 
     err = _error(["keypoints", "--store", str(plain), "--backend", "nosuch"], capsys)
-    assert "unknown pose backend 'nosuch'" in err
+    assert "unknown pose backend 'nosuch'; choose one of " in err and "oracle" in err
     try:
         import torch
 
@@ -309,7 +369,11 @@ def test_cli_bad_input_gives_one_line(built, tmp_path, capsys):
         pass
     err = _error(["keypoints", "--store", str(plain), "--backend", "oracle", "--weights", str(tmp_path / "w.pth")],
                  capsys)  # fmt: skip
-    assert "does not exist" in err or "takes no --weights" in err
+    assert f"weights file {tmp_path / 'w.pth'} does not exist" in err
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    err = _error(["keypoints", "--store", str(plain), "--backend", "oracle", "--weights", str(tmp_path / "w.pth")],
+                 capsys)  # fmt: skip
+    assert "the oracle backend reads ground truth and takes no --weights" in err
 
     empty = tmp_path / "empty"
     shutil.copytree(store.path, empty, ignore=shutil.ignore_patterns("keypoints"))

@@ -426,7 +426,7 @@ def test_blazepose_output_contract(blazepose):
 
 
 def _synthetic(tmp_path: Path):
-    synth = pytest.importorskip("kglfr.data.synth", reason="the synthetic dataset generator is not there")
+    from kglfr.data import synth
     from kglfr.data.store import decode_image
 
     root = tmp_path / "synth"

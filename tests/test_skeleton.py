@@ -22,8 +22,8 @@ from kglfr.keypoints.skeleton import (
     coco_to_13_keypoints,
     flip_heatmaps,
     flip_keypoints,
-    flip_parts,
     part_centres,
+    swap_left_right,
 )
 
 K = {n: i for i, n in enumerate(KEYPOINTS)}
@@ -130,7 +130,7 @@ def test_flips_commute_with_parts_and_heatmaps():
     np.testing.assert_allclose(flip_keypoints(f, W), kp, atol=1e-4)
     assert f[0, K["left_knee"], 0] == pytest.approx(W - kp[0, K["right_knee"], 0])
     c, v = part_centres(kp)
-    fc, fv = flip_parts(c, v, W)
+    fc, fv = flip_keypoints(c, W), swap_left_right(v, -1)  # 11 part centres: FLIP_PARTS
     c2, v2 = part_centres(f)
     np.testing.assert_allclose(fc, c2, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(fv, v2)
@@ -139,6 +139,13 @@ def test_flips_commute_with_parts_and_heatmaps():
     np.testing.assert_allclose(flip_heatmaps(maps), render_gaussians(f[..., :2], f[..., 2] > 0.5, (H, W), (80, 40)),
                                atol=1e-5)  # fmt: skip
     np.testing.assert_allclose(flip_heatmaps(torch.from_numpy(maps)).numpy(), flip_heatmaps(maps))
+    # torch (what the training transform runs) gives the numpy result; 11, 13 and 17 entries are told apart
+    np.testing.assert_array_equal(flip_keypoints(torch.from_numpy(kp), W).numpy(), f)
+    np.testing.assert_array_equal(swap_left_right(torch.from_numpy(v), -1).numpy(), fv)
+    coco = _random_keypoints(rng, n=17)
+    assert flip_keypoints(coco, W)[0, COCO17.index("left_eye"), 1] == coco[0, COCO17.index("right_eye"), 1]
+    with pytest.raises(ValueError, match="no left/right pairs known for 12 entries"):
+        swap_left_right(np.zeros((2, 12)), -1)
 
 
 def test_resize_quantise_and_peaks():

@@ -63,3 +63,22 @@ def test_viz_keypoints_without_cache_says_what_to_run(store, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "run 'kglfr keypoints --store" in err and err.count("\n") == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_viz_keypoints_bad_out_gives_one_line(store, tmp_path, capsys):
+    def error(out) -> str:
+        code = main(["viz", "keypoints", "--store", str(store.path), "--n", "2", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code != 0 and err.count("\n") == 1, err
+        return err
+
+    assert "unknown picture format '.xyz'; use .png, .jpg, .pdf, .svg" in error(tmp_path / "x.xyz")
+    assert "unknown picture format '(no suffix)'" in error(tmp_path / "x")
+    (tmp_path / "file").write_text("")
+    assert f"{tmp_path / 'file'} is a file, not a folder" in error(tmp_path / "file" / "sub" / "kp.png")
+    (tmp_path / "dir.png").mkdir()
+    assert "is a folder; give a file name" in error(tmp_path / "dir.png")
+    assert not (tmp_path / "x.xyz").exists()
+    out = tmp_path / "kp.PDF"  # the suffix in any case
+    assert main(["viz", "keypoints", "--store", str(store.path), "--n", "2", "--no-heatmaps", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"%PDF"

@@ -69,11 +69,10 @@ def run(args: argparse.Namespace) -> int:
             return 0
     if args.store is None or args.backend is None:
         raise KglfrError("--store and --backend are required (or --fetch-model alone)")
-    if args.backend not in backend_names():
-        raise KglfrError(f"unknown pose backend {args.backend!r}; choose one of {', '.join(backend_names())}")
     store = Store.open(args.store)
     if len(store) == 0:  # checked before the backend loads its weights
         raise StoreError(f"store {store.path} holds no images; prepare it from a dataset with images first")
+    # an unknown backend name is refused here, by the backend registry, listing the valid ones
     backend = build_pose_backend(args.backend, store, weights=args.weights, device=args.device)
     result = build_cache(
         store,

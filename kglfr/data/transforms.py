@@ -3,9 +3,10 @@
 Training: resize to 288 x 144 (a no-op for a store prepared at that size), pad 10 with black, random
 crop back to 288 x 144, horizontal flip with probability 0.5, ImageNet normalisation. The heatmaps
 (any resolution; they span their image) are moved by the same crop and flip in their own resolution
-with an affine ``grid_sample``, and a flip swaps their left/right channels, so that they equal what
-the pose network would output on the transformed image. Part centres and keypoints are mapped
-analytically (x -> W - x on a flip) and their left/right labels swapped.
+with an affine ``grid_sample``, and a flip mirrors them and swaps their left/right channels, so that they
+equal what the pose network would output on the transformed image. Part centres and keypoints are
+mapped analytically (x -> W - x on a flip) and their left/right labels swapped. Every flip goes through
+``kglfr.keypoints.skeleton`` (``flip_heatmaps``, ``flip_keypoints``, ``swap_left_right``).
 
 Everything runs on whole batches with torch ops, on the device the tensors are on; the random draws
 come from a ``torch.Generator`` so a batch is reproducible. Infrared images enter as 3 identical
@@ -23,13 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kglfr.keypoints.skeleton import FLIP_COCO17, FLIP_KEYPOINTS, FLIP_PARTS
+from kglfr.keypoints.skeleton import flip_heatmaps, flip_keypoints, swap_left_right
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_SIZE = (288, 144)
-
-_FLIPS = {len(FLIP_KEYPOINTS): FLIP_KEYPOINTS, len(FLIP_COCO17): FLIP_COCO17, len(FLIP_PARTS): FLIP_PARTS}
 
 
 def store_batch_to_tensor(images: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -70,14 +69,9 @@ def denormalise(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> t
     return (images * s + m).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _swap(x: torch.Tensor, flip: torch.Tensor, dim: int) -> torch.Tensor:
-    """Swap the left/right entries along ``dim`` of the samples where ``flip`` is set."""
-    order = _FLIPS.get(x.shape[dim])
-    if order is None:
-        raise ValueError(f"no left/right pairs known for {x.shape[dim]} entries (13, 17 or 11 expected)")
-    swapped = x.index_select(dim, torch.as_tensor(order, device=x.device))
-    cond = flip.view(-1, *([1] * (x.ndim - 1)))
-    return torch.where(cond, swapped, x)
+def _where_flipped(flip: torch.Tensor, flipped: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``flipped`` for the samples where ``flip`` is set, ``x`` for the others."""
+    return torch.where(flip.to(x.device).view(-1, *([1] * (x.ndim - 1))), flipped, x)
 
 
 @dataclass
@@ -194,18 +188,20 @@ class TrainTransform:
         return out
 
     def affine(self, params: JointParams, image_hw: tuple[int, int]) -> torch.Tensor:
-        """B x 2 x 3 ``affine_grid`` matrices mapping output to input normalised coordinates."""
+        """B x 2 x 3 ``affine_grid`` matrices of the crop (not the flip), mapping output to input normalised
+        coordinates."""
         h, w = image_hw
         off = params.offset.float()
         theta = torch.zeros(len(off), 2, 3, device=off.device)
-        theta[:, 0, 0] = torch.where(params.flip, -1.0, 1.0)
+        theta[:, 0, 0] = 1.0
         theta[:, 0, 2] = 2 * (off[:, 1] - self.pad) / w
         theta[:, 1, 1] = 1.0
         theta[:, 1, 2] = 2 * (off[:, 0] - self.pad) / h
         return theta
 
     def transform_heatmaps(self, heatmaps: torch.Tensor, params: JointParams) -> torch.Tensor:
-        """Heatmaps (B x K x h x w, spanning the image) through the same crop and flip, channels swapped."""
+        """Heatmaps (B x K x h x w, spanning the image) through the same crop and flip, channels swapped
+        on a flip (K = 13 or 17)."""
         hm = heatmaps.float()
         out_hw = self.heatmap_size or tuple(hm.shape[-2:])
         theta = self.affine(params.to(hm.device), self.size)
@@ -213,19 +209,21 @@ class TrainTransform:
         out = F.grid_sample(hm, grid, mode=self.heatmap_mode, padding_mode="zeros", align_corners=False)
         if self.heatmap_mode == "bicubic":  # cubic interpolation over- and undershoots a little
             out = out.clamp_(0.0, 1.0)
-        return _swap(out, params.flip.to(hm.device), 1)
+        return _where_flipped(params.flip, flip_heatmaps(out), out)
 
-    def transform_points(self, points: torch.Tensor, params: JointParams, scale: tuple[float, float] = (1.0, 1.0),
-                         swap: bool = True) -> torch.Tensor:  # fmt: skip
-        """Points (B x K x >=2, x first, in the input image's pixels) through resize, crop and flip;
-        with ``swap`` their left/right labels follow the flip (K = 13, 17 or 11)."""
+    def transform_points(self, points: torch.Tensor, params: JointParams,
+                         scale: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:  # fmt: skip
+        """Points (B x K x >=2, x first, in the input image's pixels) through resize, crop and flip; their
+        left/right labels follow the flip (K = 13 or 17 keypoints, or 11 part centres)."""
         off = params.offset.to(points.device).to(points.dtype)
-        flip = params.flip.to(points.device)
         out = points.clone()
-        x = points[..., 0] * scale[0] - (off[:, 1:2] - self.pad)
-        out[..., 0] = torch.where(flip[:, None], self.size[1] - x, x)
+        out[..., 0] = points[..., 0] * scale[0] - (off[:, 1:2] - self.pad)
         out[..., 1] = points[..., 1] * scale[1] - (off[:, 0:1] - self.pad)
-        return _swap(out, flip, 1) if swap else out
+        return _where_flipped(params.flip, flip_keypoints(out, self.size[1]), out)
+
+    def transform_part_valid(self, part_valid: torch.Tensor, params: JointParams) -> torch.Tensor:
+        """Part validity (B x 11): left/right swapped on a flip."""
+        return _where_flipped(params.flip, swap_left_right(part_valid, 1), part_valid)
 
     # -- the whole batch ---------------------------------------------------------------------------
     def __call__(
@@ -252,7 +250,7 @@ class TrainTransform:
             "images": normalise(x, self.mean, self.std),
             "heatmaps": None if heatmaps is None else self.transform_heatmaps(heatmaps, params),
             "parts": None if parts is None else self.transform_points(parts.float(), params, scale),
-            "part_valid": None if part_valid is None else _swap(part_valid, params.flip.to(part_valid.device), 1),
+            "part_valid": None if part_valid is None else self.transform_part_valid(part_valid, params),
             "keypoints": None if keypoints is None else self.transform_points(keypoints.float(), params, scale),
             "params": params,
         }

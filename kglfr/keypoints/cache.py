@@ -255,17 +255,20 @@ class KeypointCache:
     def read_batch(self, indices: Sequence[int] | np.ndarray, raw: bool = False) -> dict[str, np.ndarray]:
         """The rows at ``indices`` (in that order): ``heatmaps`` B x 13 x h x w float32 in [0, 1] (with
         ``raw``: the uint8 maps, plus ``scales``), ``coords`` B x 13 x 3, ``parts`` B x 11 x 2,
-        ``part_valid`` B x 11 bool."""
+        ``part_valid`` B x 11 bool. The files are read front to back, as ``Store.read_batch`` does."""
         idx = np.asarray(indices, dtype=np.int64)
-        q = self.heatmaps[idx]
-        scales = self.scales[idx]
-        out = {
-            "coords": np.asarray(self.coords[idx]),
-            "parts": np.asarray(self.parts[idx]),
-            "part_valid": np.asarray(self.part_valid[idx], dtype=bool),
-        }
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+
+        def take(a: np.ndarray, dtype=None) -> np.ndarray:
+            out = np.empty((len(idx), *a.shape[1:]), dtype=dtype or a.dtype)
+            out[order] = a[sorted_idx]
+            return out
+
+        q, scales = take(self.heatmaps), take(self.scales)
+        out = {"coords": take(self.coords), "parts": take(self.parts), "part_valid": take(self.part_valid, bool)}
         if raw:
-            out["heatmaps"], out["scales"] = np.asarray(q), np.asarray(scales)
+            out["heatmaps"], out["scales"] = q, scales
         else:
             out["heatmaps"] = dequantise(q, scales)
         return out
@@ -318,8 +321,10 @@ def build_cache(
 ) -> BuildResult:
     """Run ``backend`` over every image of ``store`` and write ``STORE/keypoints`` (see the module doc).
 
-    An up-to-date cache is left alone unless ``force``; an interrupted one with the same settings is
-    resumed. ``max_images`` stops after that many new images (to test resuming).
+    An up-to-date cache is left alone unless ``force``, and one that differs only in ``threshold`` gets
+    its part validity recomputed without the backend; both only after its checksum is verified: a
+    damaged cache is rebuilt, with a warning. An interrupted one with the same settings is resumed.
+    ``max_images`` stops after that many new images (to test resuming).
     """
     store = _open_store(store)
     n = len(store)
@@ -349,26 +354,23 @@ def build_cache(
         "parts": list(PARTS),
     }
     old = _read_meta(folder)
-    same = old is not None and all(old.get(k) == v for k, v in want.items())
-    if (
-        not same
-        and not force
-        and old is not None
-        and old.get("complete")
-        and old.get("threshold") != threshold
-        and all(old.get(k) == v for k, v in want.items() if k != "threshold")
-        and _files_ok(folder, n, hw)
-    ):
-        return _rethreshold(store, folder, old, threshold)  # fmt: skip
-    resumed = False
-    if same and _files_ok(folder, n, hw) and not force:
-        if old.get("complete"):
+    same_but_threshold = old is not None and all(old.get(k) == v for k, v in want.items() if k != "threshold")
+    same = same_but_threshold and old.get("threshold") == threshold
+    files_ok = old is not None and _files_ok(folder, n, hw)
+    damaged = False
+    if same_but_threshold and files_ok and old.get("complete") and not force:
+        # both shortcuts reuse the cached data: only if they are intact (one read of the files)
+        if _checksum(folder, hw) == old.get("checksum"):
+            if not same:
+                return _rethreshold(store, folder, old, threshold)
             log.info("keypoint cache %s is up to date (%s); use --force to rebuild", folder, backend.name)
             cache = KeypointCache.open(store, backend.name, want["identity"], verify=False)
             return BuildResult(cache, cache.summary(), 0, False)
-        resumed = True
+        log.warning("keypoint cache %s is damaged (checksum mismatch); rebuilding it", folder)
+        damaged = True
+    resumed = same and files_ok and not force and not damaged  # an interrupted run with these settings
     if not resumed:
-        if old is not None and not same:
+        if old is not None and not same and not damaged:
             log.info("replacing keypoint cache %s (%s, %s)", folder, old.get("backend"), old.get("identity"))
         (folder / "done.u8").unlink(missing_ok=True)
         (folder / SUMMARY).unlink(missing_ok=True)
@@ -407,7 +409,7 @@ def build_cache(
     try:
         for start in range(0, len(todo), batch_size):
             idx = todo[start : start + batch_size]
-            rows = _predict_rows(store, backend, idx, hw, threshold, head, head_point)
+            rows = _predict_rows(store, backend, idx, hw, head, head_point)
             for name, value in rows.items():
                 arrays[name][idx] = value
             pending.append(idx)
@@ -427,8 +429,9 @@ def build_cache(
 
 
 def _finish(store: Store, folder: Path, meta: dict) -> tuple[KeypointCache, dict]:
-    """Part validity from the cached keypoints at ``meta["threshold"]``, the summary, the checksum, and
-    ``meta.json`` marked complete (last, atomically)."""
+    """Part validity from the cached keypoints at ``meta["threshold"]`` (computed here only, for every image,
+    so a resumed run needs nothing else), the summary, the checksum, and ``meta.json`` marked complete
+    (last, atomically)."""
     hw = tuple(meta["heatmap_hw"])
     arrays = _memmaps(folder, len(store), hw, "r+")
     valid = np.asarray(part_centres(np.asarray(arrays["coords"]), meta["threshold"])[1])
@@ -459,10 +462,11 @@ def _predict_rows(
     backend: PoseBackend,
     idx: np.ndarray,
     hw: tuple[int, int],
-    threshold: float,
     head: str,
     head_point: str,
 ) -> dict[str, np.ndarray]:
+    """Heatmaps, scales, keypoints and part centres of the images at ``idx``; part validity is left to
+    ``_finish`` (it depends on the threshold only, and is computed once, over every image)."""
     images = store.read_batch(idx)
     info = BatchInfo(relpaths=[store.relpaths[i] for i in idx], source_hw=store.source_hw[idx], root=store.root)
     out = backend.predict(images, info)
@@ -479,8 +483,8 @@ def _predict_rows(
     maps13 = coco_to_13_heatmaps(hm, head)
     q, scales = quantise(resize_maps(maps13, hw))
     kp13 = coco_to_13_keypoints(kp, head_point)
-    centres, valid = part_centres(kp13, threshold)
-    return {"heatmaps": q, "scales": scales, "coords": kp13, "parts": centres, "part_valid": valid.astype(np.uint8)}
+    centres, _ = part_centres(kp13)
+    return {"heatmaps": q, "scales": scales, "coords": kp13, "parts": centres}
 
 
 def summarise(part_valid: np.ndarray, modalities: np.ndarray, backend: str, threshold: float) -> dict:

@@ -21,6 +21,9 @@ keypoint it uses has confidence >= ``threshold`` (default ``VALID_THRESHOLD`` = 
 
 Coordinates are image pixels, pixel (r, c) covering [c, c+1) x [r, r+1); a horizontal flip of an
 image of width W maps x to W - x and swaps the left/right labels (``FLIP_KEYPOINTS``, ``FLIP_PARTS``).
+``swap_left_right`` is the one place that swaps them (keypoints, part centres and validity, heatmap
+channels); ``flip_keypoints`` and ``flip_heatmaps`` build on it, and the training transform
+(``kglfr.data.transforms``) flips through these.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
 FLIP_KEYPOINTS = _flip_permutation(KEYPOINTS)
 FLIP_PARTS = _flip_permutation(PARTS)
 FLIP_COCO17 = _flip_permutation(COCO17)
+FLIP_ORDERS = {NUM_KEYPOINTS: FLIP_KEYPOINTS, len(COCO17): FLIP_COCO17, NUM_PARTS: FLIP_PARTS}  # by entry count
 
 # Lines of the stick figure, as pairs of indices into KEYPOINTS.
 SKELETON = (
@@ -179,21 +183,26 @@ def part_centres(keypoints13: Array, threshold: float = VALID_THRESHOLD) -> tupl
     return centres, valid
 
 
-def flip_keypoints(keypoints: Array, width: float, order: tuple[int, ...] = FLIP_KEYPOINTS) -> Array:
-    """Keypoints (``... x K x >=2``, x first) of an image of ``width`` after a horizontal flip: x -> W - x,
-    left/right labels swapped."""
-    out = keypoints[..., list(order), :]
-    out = out.clone() if _is_torch(out) else out.copy()
+def swap_left_right(x: Array, dim: int) -> Array:
+    """``x`` with its left/right entries along ``dim`` swapped (a copy): 13 keypoints (``FLIP_KEYPOINTS``),
+    17 COCO keypoints (``FLIP_COCO17``) or 11 parts (``FLIP_PARTS``), told apart by their number."""
+    order = FLIP_ORDERS.get(x.shape[dim])
+    if order is None:
+        raise ValueError(f"no left/right pairs known for {x.shape[dim]} entries (13, 17 or 11 expected)")
+    if _is_torch(x):
+        return x.index_select(dim, torch.as_tensor(order, device=x.device))
+    return np.take(x, order, axis=dim)
+
+
+def flip_keypoints(points: Array, width: float) -> Array:
+    """Points (``... x K x >=2``, x first; 13 or 17 keypoints or 11 part centres) of an image of ``width``
+    after a horizontal flip: x -> W - x, left/right labels swapped."""
+    out = swap_left_right(points, -2)
     out[..., 0] = width - out[..., 0]
     return out
 
 
-def flip_parts(centres: Array, valid: Array, width: float) -> tuple[Array, Array]:
-    """Part centres (``... x 11 x 2``) and validity (``... x 11``) after a horizontal flip."""
-    return flip_keypoints(centres, width, FLIP_PARTS), valid[..., list(FLIP_PARTS)]
-
-
-def flip_heatmaps(heatmaps: Array, order: tuple[int, ...] = FLIP_KEYPOINTS) -> Array:
+def flip_heatmaps(heatmaps: Array) -> Array:
     """Heatmaps (``... x K x h x w``) after a horizontal flip of their image: mirrored, channels swapped."""
-    out = heatmaps[..., list(order), :, :]
+    out = swap_left_right(heatmaps, -3)
     return out.flip(-1) if _is_torch(out) else out[..., ::-1].copy()
