@@ -38,6 +38,8 @@ FORMAT = "kglfr-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 PIXELS = "images.u8"
+REQUIRED_KEYS = ("dataset", "root", "trial", "height", "width", "count", "records", "trial_splits", "skipped")
+RECORD_KEYS = ("relpath", "pid", "camera", "modality", "source_hw", "size", "mtime_ns")
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,12 @@ class Store:
                 f"{path} is a store of another format or version "
                 f"({manifest.get('format')} v{manifest.get('version')}); re-run 'kglfr prepare'"
             )
-        try:
-            n, h, w = int(manifest["count"]), int(manifest["height"]), int(manifest["width"])
-            _ = [manifest["records"][k] for k in ("relpath", "pid", "camera", "modality", "source_hw")]
-            _ = manifest["trial_splits"], manifest["root"], manifest["skipped"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise StoreError(f"{manifest_path} is damaged (missing or bad {e}); re-run 'kglfr prepare'") from None
+        missing = [k for k in REQUIRED_KEYS if k not in manifest] or [
+            f"records.{k}" for k in RECORD_KEYS if k not in manifest["records"]
+        ]
+        if missing:
+            raise StoreError(f"{manifest_path} is damaged (no {', '.join(missing)}); re-run 'kglfr prepare'")
+        n, h, w = int(manifest["count"]), int(manifest["height"]), int(manifest["width"])
         pixels = path / PIXELS
         expected = n * h * w * 3
         if not pixels.is_file() or pixels.stat().st_size != expected:
