@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from kglfr.errors import KglfrError
-from kglfr.keypoints import models
+from kglfr.keypoints import weights
 from kglfr.keypoints.backends import COCO17, BatchInfo, backend_names, build_backend
 from kglfr.keypoints.decode import (
     COCO_FLIP_PAIRS,
@@ -323,14 +323,14 @@ def test_argmax_coords_batched():
 
 def test_blazepose_model_not_found(tmp_path, monkeypatch):
     monkeypatch.setenv("KGLFR_HOME", str(tmp_path))
-    monkeypatch.setattr(models, "_installed_mediapipe_model", lambda: None)
+    monkeypatch.setattr(weights, "_installed_mediapipe_model", lambda: None)
     with pytest.raises(KglfrError, match=r"blazepose model not found; run `kglfr keypoints --fetch-model`"):
-        models.blazepose_model_path()
+        weights.blazepose_model_path()
     with pytest.raises(KglfrError, match="missing.tflite"):
-        models.blazepose_model_path(tmp_path / "missing.tflite")
-    fake = tmp_path / models.BLAZEPOSE_FILE
+        weights.blazepose_model_path(tmp_path / "missing.tflite")
+    fake = tmp_path / weights.BLAZEPOSE_FILE
     fake.write_bytes(b"x")
-    assert models.blazepose_model_path() == fake
+    assert weights.blazepose_model_path() == fake
 
 
 def test_blazepose_needs_the_pose_extra(monkeypatch):
@@ -345,19 +345,19 @@ def test_blazepose_needs_the_pose_extra(monkeypatch):
 def test_extract_rejects_other_files(tmp_path):
     wheel = tmp_path / "mediapipe-0.10.21-fake.whl"
     with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr(models.BLAZEPOSE_MEMBER, b"not the model")
+        z.writestr(weights.BLAZEPOSE_MEMBER, b"not the model")
     with pytest.raises(KglfrError, match="not the expected file"):
-        models.extract_blazepose_model(wheel, tmp_path / "out")
+        weights.extract_blazepose_model(wheel, tmp_path / "out")
     with zipfile.ZipFile(tmp_path / "empty.whl", "w") as z:
         z.writestr("x.txt", b"")
     with pytest.raises(KglfrError, match="not a mediapipe"):
-        models.extract_blazepose_model(tmp_path / "empty.whl", tmp_path / "out")
-    assert not (tmp_path / "out" / models.BLAZEPOSE_FILE).exists()
+        weights.extract_blazepose_model(tmp_path / "empty.whl", tmp_path / "out")
+    assert not (tmp_path / "out" / weights.BLAZEPOSE_FILE).exists()
 
 
 def test_fetch_reports_pip_failure(tmp_path):
     with pytest.raises(KglfrError, match="pip download mediapipe==0.10.21 failed"):
-        models.fetch_blazepose_model(tmp_path, python="/bin/false")
+        weights.fetch_blazepose_model(tmp_path, python="/bin/false")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,7 +366,7 @@ def test_fetch_reports_pip_failure(tmp_path):
 
 def _find_model() -> Path | None:
     try:
-        return models.blazepose_model_path()
+        return weights.blazepose_model_path()
     except KglfrError:
         return None
 
@@ -382,17 +382,17 @@ needs_model = pytest.mark.skipif(
 
 @needs_model
 def test_fetch_keeps_an_intact_file(tmp_path):
-    (tmp_path / models.BLAZEPOSE_FILE).write_bytes(MODEL.read_bytes())
-    assert models.fetch_blazepose_model(tmp_path, python="/bin/false") == tmp_path / models.BLAZEPOSE_FILE
+    (tmp_path / weights.BLAZEPOSE_FILE).write_bytes(MODEL.read_bytes())
+    assert weights.fetch_blazepose_model(tmp_path, python="/bin/false") == tmp_path / weights.BLAZEPOSE_FILE
 
 
 @needs_model
 def test_extract_from_a_wheel(tmp_path):
     wheel = tmp_path / "mediapipe-0.10.21-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
-        z.writestr(models.BLAZEPOSE_MEMBER, MODEL.read_bytes())
-    out = models.extract_blazepose_model(wheel, tmp_path / "home")
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == models.BLAZEPOSE_SHA256
+        z.writestr(weights.BLAZEPOSE_MEMBER, MODEL.read_bytes())
+    out = weights.extract_blazepose_model(wheel, tmp_path / "home")
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == weights.BLAZEPOSE_SHA256
 
 
 @needs_model

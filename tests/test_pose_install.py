@@ -47,7 +47,7 @@ def _requirements() -> list[str]:
 CHILD = r"""
 import json, sys
 import numpy as np
-from kglfr.keypoints.models import fetch_blazepose_model
+from kglfr.keypoints.weights import fetch_blazepose_model
 from kglfr.keypoints.backends import BatchInfo, build_backend
 try:
     import torch  # noqa: F401
@@ -95,7 +95,7 @@ def test_pose_extra_installs_and_runs(tmp_path):
     assert result["heatmaps"] == [1, 17, 80, 40]
 
     from kglfr.keypoints.backends import BatchInfo, build_backend
-    from kglfr.keypoints.models import BLAZEPOSE_SHA256
+    from kglfr.keypoints.weights import BLAZEPOSE_SHA256
 
     assert result["identity"].endswith(BLAZEPOSE_SHA256[:16])
     here = build_backend("blazepose", weights=result["model"], threads=2)

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.fetch_model:
-        from kglfr.keypoints.models import fetch_blazepose_model
+        from kglfr.keypoints.weights import fetch_blazepose_model
 
         print(f"blazepose model: {fetch_blazepose_model()}")
         if args.store is None and args.backend is None:

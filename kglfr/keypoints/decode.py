@@ -23,21 +23,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from kglfr.keypoints.backends.base import COCO17
+from kglfr.keypoints.coco import COCO_FLIP_PAIRS
 
 REFINEMENTS = ("quarter", "dark", "none")
 
 
-def flip_pairs(names: Sequence[str] = COCO17) -> list[tuple[int, int]]:
-    """Index pairs of left/right keypoints, from their names (``left_x`` <-> ``right_x``)."""
-    pairs = []
-    for i, n in enumerate(names):
-        if n.startswith("left_"):
-            pairs.append((i, list(names).index("right_" + n[len("left_"):])))
-    return pairs
-
-
-COCO_FLIP_PAIRS = tuple(flip_pairs(COCO17))  # ((1, 2), (3, 4), ..., (15, 16))
 
 
 def swap_channels(heatmaps: np.ndarray, pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS) -> np.ndarray:

@@ -33,53 +33,30 @@ from typing import Literal
 import numpy as np
 import torch
 
-from kglfr.keypoints.backends.base import COCO17
+from kglfr.keypoints.coco import (
+    BODY_COCO,
+    COCO17,
+    FLIP_COCO17,
+    FLIP_KEYPOINTS,
+    FLIP_PARTS,
+    HEAD_COCO,
+    KEYPOINT_SHORT,
+    KEYPOINTS,
+    NUM_KEYPOINTS,
+    NUM_PARTS,
+    PART_SHORT,
+    PARTS,
+    SKELETON,
+)
 
-KEYPOINTS = (
-    "head",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-NUM_KEYPOINTS = len(KEYPOINTS)
+__all__ = [
+    "BODY_COCO", "COCO17", "FLIP_COCO17", "FLIP_KEYPOINTS", "FLIP_ORDERS", "FLIP_PARTS", "HEAD_COCO",
+    "KEYPOINTS", "KEYPOINT_SHORT", "NUM_KEYPOINTS", "NUM_PARTS", "PARTS", "PART_SHORT", "PART_USES",
+    "PART_WEIGHTS", "SKELETON", "VALID_THRESHOLD", "coco_to_13_heatmaps", "coco_to_13_keypoints",
+    "flip_heatmaps", "flip_keypoints", "part_centres", "swap_left_right",
+]
 
-PARTS = (
-    "head", "chest", "abdomen",
-    "left_upper_arm", "right_upper_arm", "left_forearm", "right_forearm",
-    "left_thigh", "right_thigh", "left_shin", "right_shin",
-)  # fmt: skip
-NUM_PARTS = len(PARTS)
-
-# Short labels for drawing.
-KEYPOINT_SHORT = ("H", "lS", "rS", "lE", "rE", "lW", "rW", "lH", "rH", "lK", "rK", "lA", "rA")
-PART_SHORT = ("hd", "ch", "ab", "lua", "rua", "lfa", "rfa", "lth", "rth", "lsh", "rsh")
-
-HEAD_COCO = (0, 1, 2, 3, 4)  # nose, eyes, ears
-BODY_COCO = tuple(range(5, 17))  # shoulders .. ankles, already left-before-right as in KEYPOINTS
-assert tuple(COCO17[i] for i in BODY_COCO) == KEYPOINTS[1:]
-
-
-def _flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
-    def mirror(name: str) -> str:
-        if name.startswith("left_"):
-            return "right_" + name[5:]
-        if name.startswith("right_"):
-            return "left_" + name[6:]
-        return name
-
-    return tuple(names.index(mirror(n)) for n in names)
-
-
-# FLIP_KEYPOINTS[i] is the index whose data keypoint i takes after a flip (an involution).
-FLIP_KEYPOINTS = _flip_permutation(KEYPOINTS)
-FLIP_PARTS = _flip_permutation(PARTS)
-FLIP_COCO17 = _flip_permutation(COCO17)
 FLIP_ORDERS = {NUM_KEYPOINTS: FLIP_KEYPOINTS, len(COCO17): FLIP_COCO17, NUM_PARTS: FLIP_PARTS}  # by entry count
-
-# Lines of the stick figure, as pairs of indices into KEYPOINTS.
-SKELETON = (
-    (0, 1), (0, 2), (1, 2), (1, 3), (3, 5), (2, 4), (4, 6),
-    (1, 7), (2, 8), (7, 8), (7, 9), (9, 11), (8, 10), (10, 12),
-)  # fmt: skip
 
 
 def _part_weights() -> np.ndarray:

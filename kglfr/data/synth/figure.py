@@ -21,26 +21,9 @@ import cv2
 import numpy as np
 
 from kglfr.data.synth.body import Identity, Material
+from kglfr.keypoints.coco import COCO17
 
-KEYPOINT_NAMES = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
+KEYPOINT_NAMES = COCO17  # the ground truth is written in COCO-17 order
 SIDES = (("left", 1.0), ("right", -1.0))
 
 

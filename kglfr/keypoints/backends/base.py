@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from kglfr.errors import KglfrError
+from kglfr.keypoints.coco import COCO17
 
-COCO17 = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
+__all__ = ["COCO17", "BatchInfo", "PoseBackend", "PoseOutput", "backend_names", "build_backend", "register_backend"]
 
 
 @dataclass

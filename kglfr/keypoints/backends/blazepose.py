@@ -1,7 +1,7 @@
 """The ``blazepose`` pose backend: MediaPipe's BlazePose GHUM "full" landmark model, offline, on CPU.
 
 The model file is ``pose_landmark_full.tflite`` from the ``mediapipe==0.10.21`` wheel (Apache-2.0),
-run with ``ai-edge-litert`` (``pip install 'kglfr[pose]'``); see ``kglfr.keypoints.models`` for where
+run with ``ai-edge-litert`` (``pip install 'kglfr[pose]'``); see ``kglfr.keypoints.weights`` for where
 the file is looked up and how ``kglfr keypoints --fetch-model`` gets it.
 
 MediaPipe's own pipeline runs a person detector first and crops a rotated square around the body;
@@ -42,7 +42,7 @@ import numpy as np
 from kglfr.errors import KglfrError
 from kglfr.keypoints.backends.base import BatchInfo, PoseBackend, PoseOutput, file_sha256, register_backend
 from kglfr.keypoints.heatmaps import HRNET_HEATMAP_HW, default_sigma, render_gaussians
-from kglfr.keypoints.models import blazepose_model_path
+from kglfr.keypoints.weights import blazepose_model_path
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import numpy as np
 from kglfr.errors import KglfrError
 from kglfr.keypoints.backends.base import BatchInfo, PoseBackend, PoseOutput, file_sha256, register_backend
 from kglfr.keypoints.decode import REFINEMENTS, decode_heatmaps, flip_back, heatmap_to_image
-from kglfr.keypoints.models import hrnet_weights_path
+from kglfr.keypoints.weights import hrnet_weights_path
 
 if TYPE_CHECKING:
     import torch
