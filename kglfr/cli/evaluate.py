@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kglfr.cli import add_command
+from kglfr.errors import KglfrError
 from kglfr.eval.features import load_features
 from kglfr.eval.metrics import DISTANCES
 from kglfr.eval.protocols import PROTOCOLS, evaluate_protocol
@@ -16,6 +17,7 @@ EXAMPLES = """
   kglfr evaluate --features sysu_test.npz --protocol sysu-indoor --multi-shot
   kglfr evaluate --features regdb_t1.npz --features regdb_t2.npz --protocol regdb-v2i   # one file per trial
   kglfr evaluate --features llcm_test.npz --protocol llcm-i2v --rerank --out llcm.json
+  kglfr evaluate --checkpoint runs/demo/train/checkpoint.pt --store runs/demo/store --protocol sysu-all
 
 The features file (.npz) holds every test image of the dataset: feats (N x D), pids (N), cams (N),
 paths (N, relative to the dataset root, e.g. cam3/0001/0005.jpg); write it with
@@ -42,9 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Evaluate saved features with a published protocol (CMC Rank-1/5/10/20, mAP, mINP over trials).",
         EXAMPLES,
     )
-    p.add_argument("--features", action="append", required=True, metavar="FILE.npz",
+    p.add_argument("--features", action="append", default=None, metavar="FILE.npz",
                    help="features file; RegDB: repeat once per trial")
-    p.add_argument("--protocol", required=True, choices=list(PROTOCOLS), metavar="P",
+    p.add_argument("--checkpoint", default=None, metavar="CKPT",
+                   help="evaluate a trained model (kglfr train) on --store instead of saved features")
+    p.add_argument("--store", default=None, help="with --checkpoint: the prepared store whose test split is scored")
+    p.add_argument("--feature", choices=("bn", "pool"), default="bn",
+                   help="with --checkpoint: BN feature (default, the headline) or the pooled feature before it")
+    p.add_argument("--flip", action="store_true", help="with --checkpoint: average image and mirror features")
+    p.add_argument("--device", default="cpu", help="with --checkpoint: cpu (default) or cuda")
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS), metavar="P",
                    help="; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()))
     p.add_argument("--multi-shot", action="store_true",
                    help="SYSU only: ten gallery images per identity and camera instead of one")
@@ -62,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint:
+        return run_checkpoint(args)
+    if not args.features or not args.protocol:
+        raise KglfrError("give --features FILE.npz and --protocol P, or --checkpoint CKPT --store STORE")
     features = [load_features(f) for f in args.features]
     rerank = RerankConfig(args.rerank_k1, args.rerank_k2, args.rerank_lambda) if args.rerank else None
     result = evaluate_protocol(
@@ -76,4 +89,33 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         path = write_result(result, args.out)
         print(f"results written to {path}")
+    return 0
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    """Score a trained model on a store's test split (its dataset's protocols, or --protocol)."""
+    from kglfr.data.store import Store
+    from kglfr.train.checkpoint import load_model
+    from kglfr.train.evaluator import check_protocols, evaluate_model
+
+    if args.features:
+        raise KglfrError("give either --features or --checkpoint, not both")
+    if not args.store:
+        raise KglfrError("--checkpoint needs --store STORE (the prepared store to evaluate on)")
+    store = Store.open(args.store)
+    model, data = load_model(args.checkpoint, args.device)
+    protocols = check_protocols(store.dataset, [args.protocol] if args.protocol else None)
+    if not protocols:
+        raise KglfrError(f"no published protocol for dataset {store.dataset!r}; pass --protocol")
+    size = tuple(data.get("input_size", store.size))
+    trial = data.get("config", {}).get("data", {}).get("trial")
+    ev = evaluate_model(model, store, protocols, trial=trial, size=size, trials=args.trials or 10,
+                        device=args.device, flip=args.flip, progress=True)
+    for name, by in ev.results.items():
+        result = by[args.feature]
+        print(f"{args.feature} feature of {args.checkpoint} (chance Rank-1 {ev.chance_rank1[name]:.2f})")
+        print(format_table(result))
+        if args.out:
+            out = args.out if len(ev.results) == 1 else str(args.out).replace(".json", f"_{name}.json")
+            print(f"results written to {write_result(result, out)}")
     return 0

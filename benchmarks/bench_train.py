@@ -1,0 +1,136 @@
+"""Training throughput: one optimisation step of the baseline and of KGLFR-Net, and the data pipeline.
+
+Usage: python benchmarks/bench_train.py [--arch resnet50] [--height 288 --width 144] [--steps 3] [--device auto]
+
+On a synthetic SYSU-layout store at the training size, batch 8 x (4 + 4) = 64:
+- ``step_*_images_per_s``: forward + backward + SGD step of the model on a ready batch (erasing and
+  losses included), baseline preset (CE + triplet) and KGLFR preset (KEGFR erasing + KMLFR);
+  target: KGLFR step time at most 1.10x the baseline's (the ratio is taken in the same run);
+- ``pipeline_images_per_s``: store read + keypoint cache + sampler + joint transform (batches made as the
+  trainer makes them, no model); target: at least 3x what the KGLFR step consumes;
+- on a GPU: AMP (bf16/fp16 as ``train.amp=auto``), channels_last, and the peak GPU memory of the KGLFR
+  step (target at most 8 GB at batch 64, the paper's card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import record  # noqa: E402
+
+from kglfr.data.datasets import load_dataset  # noqa: E402
+from kglfr.data.store import Store, prepare_store  # noqa: E402
+from kglfr.data.synth import synthesize  # noqa: E402
+from kglfr.keypoints.cache import KeypointCache, build_cache, build_pose_backend  # noqa: E402
+from kglfr.train import config as C  # noqa: E402
+from kglfr.train.data import STREAM_ERASING, TrainData, step_generator  # noqa: E402
+from kglfr.train.trainer import build_model, compute_losses, erase, resolve_runtime  # noqa: E402
+
+
+def make_store(tmp: Path, height: int, width: int, ids: int) -> Path:
+    synth = synthesize(tmp / "synth", "sysu", ids=ids, seed=0, images_per_camera=4, height=height, width=width)
+    store, _ = prepare_store(load_dataset("sysu", synth.root), tmp / "store", height=height, width=width,
+                             progress=False)  # fmt: skip
+    build_cache(store, build_pose_backend("oracle", store), progress=False)
+    return store.path
+
+
+def step_rate(cfg, store: Store, cache: KeypointCache, steps: int) -> tuple[float, float | None]:
+    rt = resolve_runtime(cfg)
+    size = (cfg.data.height, cfg.data.width)
+    data = TrainData(store, cache, size=size, pad=cfg.data.pad, seed=0)
+    model = build_model(cfg, data.num_classes)
+    data.transform.heatmap_size = model.feature_map_size(size)
+    model.to(rt.device).train()
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.param_groups(0.1, 0.1, 5e-4), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp_dtype == torch.float16)
+    batches = [data.make_batch(b, 0, s).to(rt.device) for s, b in zip(range(2), data.sampler, strict=False)]
+    if rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def one(i: int) -> None:
+        b = batches[i % len(batches)]
+        images = erase(b.images, b, cfg, step_generator(0, 0, i, STREAM_ERASING, rt.device)) \
+            if cfg.augment.erasing != "none" else b.images  # fmt: skip
+        if rt.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
+            out = model(images, b.modalities)
+        loss = compute_losses(out, b, cfg, i % 13).total
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    one(0)  # warm-up
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        one(i + 1)
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize()
+    rate = steps * data.sampler.batch_size / (time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if rt.device.type == "cuda" else None
+    return rate, peak
+
+
+def pipeline_rate(store: Store, cache: KeypointCache, size, fmap, steps: int) -> float:
+    data = TrainData(store, cache, size=size, seed=0, heatmap_size=fmap)
+    data.sampler.iters_per_epoch = steps + 1
+    it = data.epoch(0)
+    next(it)
+    t0 = time.perf_counter()
+    n = sum(len(b.labels) for b in it)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="resnet50")
+    ap.add_argument("--height", type=int, default=288)
+    ap.add_argument("--width", type=int, default=144)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--ids", type=int, default=24)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_store(Path(tmp), args.height, args.width, args.ids)
+        store = Store.open(path)
+        cache = KeypointCache.open(store)
+        common = [f"data.store={path}", f"model.arch={args.arch}", f"data.height={args.height}",
+                  f"data.width={args.width}", f"train.device={args.device}"]  # fmt: skip
+        figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": 64}
+        rates = {}
+        for preset in ("sysu/baseline", "sysu/kglfr"):
+            cfg = C.load_config(preset, common)
+            rate, peak = step_rate(cfg, store, cache, args.steps)
+            name = preset.split("/")[1]
+            rates[name] = rate
+            figures[f"step_{name}_images_per_s"] = rate
+            if peak is not None:
+                figures[f"peak_gpu_memory_{name}_gib"] = peak
+        rt = resolve_runtime(cfg)
+        figures["device"] = str(rt.device)
+        figures["amp"] = None if rt.amp_dtype is None else str(rt.amp_dtype)
+        figures["kglfr_over_baseline_step_time"] = rates["baseline"] / rates["kglfr"]
+        figures["target_step_ratio_max"] = 1.10
+        fmap = build_model(cfg, 2).feature_map_size((args.height, args.width))
+        pipe = pipeline_rate(store, cache, (args.height, args.width), fmap, max(args.steps, 4))
+        figures["pipeline_images_per_s"] = pipe
+        figures["pipeline_over_kglfr_step"] = pipe / rates["kglfr"]
+        figures["target_pipeline_ratio_min"] = 3.0
+    record(f"train_{args.arch}_{args.height}x{args.width}", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Checkpoints: written atomically, read without executing pickled code.
+
+A checkpoint is a ``torch.save`` of plain data only (tensors, numbers, strings, lists, dicts), read
+back with ``torch.load(weights_only=True)``, whose unpickler refuses every object that is not one of
+those: a file that carries code (a crafted pickle) is refused before anything in it runs. Contents::
+
+    format, version            "kglfr-checkpoint", 1
+    model                      the model's state dict
+    model_config               AGWNet(**model_config) rebuilds the architecture
+    num_classes, label_pids    the classifier's size and the identity of each of its rows
+    config                     the run's resolved config (a dict)
+    epoch, step                progress: ``epoch`` epochs done, plus ``step`` steps of the next one
+    optimizer                  the optimiser's state dict (absent in a model-only export)
+    history                    per-epoch losses (for the curves)
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kglfr.errors import KglfrError
+from kglfr.io import write_atomic
+
+FORMAT = "kglfr-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(KglfrError):
+    """A checkpoint that is missing, damaged, unsafe or of another model."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plain data only) atomically: a reader sees the old file or the new one."""
+    data = {"format": FORMAT, "version": VERSION, **payload}
+    return write_atomic(path, lambda f: torch.save(data, f), binary=True)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; one clear ``CheckpointError`` for anything that is not a kglfr checkpoint."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a safe kglfr checkpoint: it holds objects other than tensors and "
+                              f"plain data, refused without running them ({first[:160]})") from None  # fmt: skip
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0][:160]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a kglfr checkpoint (no '{FORMAT}' format tag)")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"{path} is a kglfr checkpoint of version {data.get('version')}, this kglfr reads "
+                              f"version {VERSION}")  # fmt: skip
+    for key in ("model", "model_config", "num_classes"):
+        if key not in data:
+            raise CheckpointError(f"{path} is damaged: no '{key}'")
+    return data
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Load ``state`` strictly, with one line naming what does not fit (another architecture or class count)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]  # fmt: skip
+    if missing or unexpected or shapes:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} {name} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+        raise CheckpointError(f"{source} does not fit this model: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of a checkpoint (eval mode, on ``device``) and the checkpoint's data."""
+    from kglfr.model import AGWNet
+
+    data = load_checkpoint(path)
+    cfg = dict(data["model_config"])
+    cfg.pop("num_classes", None)
+    try:
+        model = AGWNet(int(data["num_classes"]), **cfg, pretrained=None)
+    except TypeError as e:
+        raise CheckpointError(f"{path}: its model_config does not describe a kglfr model ({e})") from None
+    load_model_state(model, data["model"], str(path))
+    return model.to(device).eval(), data

@@ -1,0 +1,170 @@
+"""Training batches: identity sampler -> store pixels + keypoint cache -> joint transform, prefetched.
+
+Every step's random draws (crop, flip, erasing, the KMLFR keypoint) come from generators seeded by
+(seed, epoch, step), so a step is the same whether the run was resumed or not, and a run resumed
+mid-epoch skips the steps it already took without reading their data.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kglfr.data.records import TRAIN, Modality
+from kglfr.data.sampler import IdentitySampler
+from kglfr.data.store import Store
+from kglfr.data.transforms import TrainTransform, store_batch_to_tensor
+from kglfr.errors import KglfrError
+from kglfr.keypoints.cache import KeypointCache
+
+STREAM_TRANSFORM = 11
+STREAM_ERASING = 12
+STREAM_KEYPOINT = 13
+
+
+def step_generator(seed: int, epoch: int, step: int, stream: int,
+                   device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator that depends only on (seed, epoch, step, stream)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence([seed, epoch, step, stream]).generate_state(1, np.uint64)[0] >> 1))
+    return g
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # B x 3 x H x W, normalised float
+    labels: torch.Tensor  # B, 0..num_classes-1
+    pids: torch.Tensor  # B, the dataset's identities
+    modalities: torch.Tensor  # B, Modality values
+    heatmaps: torch.Tensor | None  # B x 13 x h x w at the model's feature-map size
+    parts: torch.Tensor | None  # B x 11 x 2, in transformed-image pixels
+    part_valid: torch.Tensor | None  # B x 11 bool
+    step: int
+
+    def to(self, device: torch.device) -> Batch:
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(move(self.images), move(self.labels), move(self.pids), move(self.modalities),
+                     move(self.heatmaps), move(self.parts), move(self.part_valid), self.step)  # fmt: skip
+
+
+class TrainData:
+    """The training split of a store (and its keypoint cache), as batches of P x (K vis + K ir).
+
+    ``cache`` may be None when neither KEGFR nor KMLFR is used. ``heatmap_size``: the model's layer4
+    size, at which the transform samples the KMLFR heatmaps.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        cache: KeypointCache | None,
+        *,
+        trial: int | None = None,
+        size: tuple[int, int] = (288, 144),
+        pad: int = 10,
+        flip_prob: float = 0.5,
+        heatmap_size: tuple[int, int] | None = None,
+        ids_per_batch: int = 8,
+        per_modality: int = 4,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        iters_per_epoch: int | None = None,
+    ) -> None:
+        self.store, self.cache, self.seed = store, cache, seed
+        self.indices = store.indices(TRAIN, trial)
+        if not len(self.indices):
+            raise KglfrError(f"store {store.path} has no training images (trial {trial})")
+        pids = store.pids[self.indices]
+        self.label_pids = np.unique(pids)  # label i <-> identity label_pids[i]
+        self.labels = np.searchsorted(self.label_pids, pids)
+        self.modalities = store.modalities[self.indices]
+        try:
+            self.sampler = IdentitySampler(pids, self.modalities, ids_per_batch, per_modality, seed, rank,
+                                           world_size, iters_per_epoch)  # fmt: skip
+        except ValueError as e:
+            raise KglfrError(f"store {store.path}: {e}") from None
+        self.transform = TrainTransform(size, pad=pad, flip_prob=flip_prob, heatmap_size=heatmap_size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_pids)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def make_batch(self, local: list[int], epoch: int, step: int) -> Batch:
+        """Read and transform one batch (``local``: indices into the training split)."""
+        rows = self.indices[np.asarray(local)]
+        images = store_batch_to_tensor(self.store.read_batch(rows))
+        gen = step_generator(self.seed, epoch, step, STREAM_TRANSFORM)
+        kp = None
+        if self.cache is not None:
+            kp = self.cache.read_batch(rows)
+        out = self.transform(
+            images,
+            heatmaps=None if kp is None else torch.from_numpy(kp["heatmaps"]),
+            parts=None if kp is None else torch.from_numpy(kp["parts"]),
+            part_valid=None if kp is None else torch.from_numpy(kp["part_valid"]),
+            generator=gen,
+        )
+        return Batch(
+            images=out["images"],
+            labels=torch.from_numpy(self.labels[local]),
+            pids=torch.from_numpy(self.store.pids[rows]),
+            modalities=torch.from_numpy(self.modalities[local]),
+            heatmaps=out["heatmaps"],
+            parts=out["parts"],
+            part_valid=out["part_valid"],
+            step=step,
+        )
+
+    def epoch(self, epoch: int, start_step: int = 0, prefetch: int = 2) -> Iterator[Batch]:
+        """The batches of ``epoch`` from ``start_step`` on, read one or two ahead in a thread."""
+        self.sampler.set_epoch(epoch)
+        plan = [(s, b) for s, b in enumerate(self.sampler) if s >= start_step]
+        if prefetch <= 0:
+            for s, b in plan:
+                yield self.make_batch(b, epoch, s)
+            return
+        q: queue.Queue = queue.Queue(maxsize=prefetch)
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for s, b in plan:
+                    if stop.is_set():
+                        return
+                    q.put(self.make_batch(b, epoch, s))
+                q.put(None)
+            except BaseException as e:  # handed to the consumer
+                q.put(e)
+
+        t = threading.Thread(target=work, daemon=True, name="kglfr-batches")
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while t.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    t.join(0.05)
+
+
+def modality_counts(store: Store, indices: np.ndarray) -> dict[str, int]:
+    return {m.short: int((store.modalities[indices] == int(m)).sum()) for m in Modality}
