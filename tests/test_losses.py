@@ -230,3 +230,14 @@ def test_losses_run_on_a_realistic_batch():
     wrt, _ = weighted_regularized_triplet(feats, labels)
     (loss + wrt).backward()
     assert torch.isfinite(feats.grad).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_losses_on_cuda_match_cpu():
+    x, labels = _batch()
+    for fn in (lambda f, lab: batch_hard_triplet(f, lab, 0.3), weighted_regularized_triplet):
+        cpu, _ = fn(x, labels)
+        gpu, stats = fn(x.cuda(), labels.cuda())
+        assert torch.allclose(gpu.cpu(), cpu, atol=1e-8) and stats["correct"].device.type == "cuda"
+    hm = torch.rand(2, 13, 18, 9)
+    assert torch.allclose(keypoint_mask(hm.cuda(), 3).cpu(), keypoint_mask(hm, 3))

@@ -54,13 +54,14 @@ def sample_box_sizes(
     """
     if not (0 < area[0] <= area[1]) or not (0 < ratio[0] <= ratio[1]):
         raise ValueError(f"bad area {area} or ratio {ratio} range")
-    u = _rand((n, 2), generator, device)
+    u = _rand((n, 2), generator, None).double()  # computed where drawn: the same sizes on every device
     target = (area[0] + (area[1] - area[0]) * u[:, 0]) * (height * width)
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(lo + (hi - lo) * u[:, 1])
     h = torch.sqrt(target * aspect).round().long().clamp(1, height)
     w = torch.sqrt(target / aspect).round().long().clamp(1, width)
-    return torch.stack([h, w], dim=1)
+    sizes = torch.stack([h, w], dim=1)
+    return sizes if device is None else sizes.to(device)
 
 
 def random_centres(
