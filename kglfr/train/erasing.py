@@ -180,7 +180,8 @@ def keypoint_erasing(
     _, ident = torch.unique(pids, return_inverse=True)  # B, identity index in [0, P)
     # One random key per (identity slot, part); the argmax over the allowed parts is a uniform choice.
     keys = _rand((bsz, num_parts), generator, dev)
-    shown = torch.zeros(bsz, num_parts, device=dev).index_add_(0, ident, part_valid.float()) > 0
+    slots = (torch.arange(bsz, device=dev).unsqueeze(1) == ident.unsqueeze(0)).float()  # identity slot x sample
+    shown = (slots @ part_valid.float()) > 0  # parts valid in some sample of the identity (exact, deterministic)
     allowed = shown | ~shown.any(1, keepdim=True)
     id_part = torch.where(allowed, keys, torch.full_like(keys, -1.0)).argmax(1)
     part = id_part[ident]
