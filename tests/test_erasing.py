@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -238,15 +237,12 @@ def test_keypoint_erasing_probability_and_determinism():
     assert math.isclose(float(info["applied"].double().mean()), 1.0)
 
 
-def test_batch_64_is_fast():
+def test_a_batch_of_64_at_training_size():
+    """Shapes and dtype at the training batch (speed is measured in benchmarks/bench_train.py)."""
     images, pids, parts, valid = _kp_batch()
-    g = _gen(0)
-    keypoint_erasing(images, pids, parts, valid, g)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(5):
-        keypoint_erasing(images, pids, parts, valid, g)
-        random_erasing(images, g)
-    assert (time.perf_counter() - t0) / 5 < 0.5
+    out, info = keypoint_erasing(images, pids, parts, valid, _gen(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    assert all(v.shape[0] == images.shape[0] for v in info.values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
