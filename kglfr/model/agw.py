@@ -199,6 +199,9 @@ class AGWNet(nn.Module):
         Args:
             images: B x 3 x H x W.
             modalities: B ``Modality`` values (long tensor), or one ``Modality`` for the whole batch.
+
+        Each stem runs only on its own samples and the results go back in the input order. A batch of
+        one modality leaves the other stem out of the graph (under DDP that needs find_unused_parameters).
         """
         x = self._stem(images, modalities)
         x = self.layer1(x)
