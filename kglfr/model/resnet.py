@@ -1,0 +1,261 @@
+"""ResNet-18/34/50 in plain torch, with torchvision's state-dict layout and a configurable last stride.
+
+The modules and parameter names match ``torchvision.models.resnet`` exactly (``conv1``, ``bn1``,
+``layer1``..``layer4`` with ``downsample.0``/``downsample.1``, ``fc``), so the official ImageNet files
+load unchanged. ``load_imagenet`` reads such a file from a given path or the torch hub cache; it never
+downloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from kglfr.errors import KglfrError
+
+ARCHS = ("resnet18", "resnet34", "resnet50")
+
+# Official torchvision file names in ``torch.hub.get_dir()/checkpoints/``, in order of preference.
+HUB_FILES: dict[str, tuple[str, ...]] = {
+    "resnet18": ("resnet18-f37072fd.pth",),
+    "resnet34": ("resnet34-b627a593.pth",),
+    "resnet50": ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
+}
+
+
+def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34).
+
+    Args:
+        inplanes: input channels.
+        planes: output channels (``expansion`` is 1).
+        stride: stride of the first convolution.
+        downsample: module applied to the input for the residual when shapes differ, or None.
+    """
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 - 3x3 - 1x1 bottleneck with a residual connection (ResNet-50); the stride sits on the 3x3.
+
+    Args:
+        inplanes: input channels.
+        planes: inner width; the output has ``planes * 4`` channels.
+        stride: stride of the 3x3 convolution (torchvision's "ResNet v1.5" placement).
+        downsample: module applied to the input for the residual when shapes differ, or None.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = _conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = _conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with torchvision's module names and initialisation.
+
+    Args:
+        block: ``BasicBlock`` or ``Bottleneck``.
+        layers: number of blocks in layer1..layer4, e.g. ``[3, 4, 6, 3]``.
+        last_stride: stride of layer4's first block (torchvision: 2; re-ID: 1, doubling the map size).
+        num_classes: outputs of ``fc`` (1000 for the ImageNet files).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: list[int] | tuple[int, int, int, int],
+        last_stride: int = 1,
+        num_classes: int = 1000,
+    ) -> None:
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError(f"layers must have 4 entries, got {layers}")
+        if last_stride not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        self.block = block
+        self.last_stride = last_stride
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=last_stride)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the layer4 output (512 for ResNet-18/34, 2048 for ResNet-50)."""
+        return 512 * self.block.expansion
+
+    def _make_layer(
+        self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1
+    ) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                _conv1x1(self.inplanes, planes * block.expansion, stride),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        mods = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        mods += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*mods)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Layer4 feature map (B x C x h x w)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+def resnet18(last_stride: int = 1) -> ResNet:
+    """ResNet-18 (11,689,512 parameters with fc)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], last_stride=last_stride)
+
+
+def resnet34(last_stride: int = 1) -> ResNet:
+    """ResNet-34 (21,797,672 parameters with fc)."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], last_stride=last_stride)
+
+
+def resnet50(last_stride: int = 1) -> ResNet:
+    """ResNet-50 (25,557,032 parameters with fc)."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], last_stride=last_stride)
+
+
+BUILDERS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
+
+
+def find_hub_weights(arch: str) -> Path | None:
+    """The official ImageNet file for ``arch`` in the torch hub cache, or None when none is there."""
+    if arch not in HUB_FILES:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    for name in HUB_FILES[arch]:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _key_list(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}, ..." if len(keys) > limit else shown
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file or a pickle with arbitrary objects
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise KglfrError(f"cannot read weights file {path}: {msg}") from exc
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise KglfrError(f"weights file {path} does not hold a state dict (a mapping of names to tensors)")
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def load_imagenet(model: ResNet, path: str | Path | None, arch: str) -> Path | None:
+    """Load ImageNet weights into ``model`` (all but ``fc``, which is never loaded).
+
+    Args:
+        model: a ``ResNet`` (or any module with its conv1/bn1/layer1..layer4 names).
+        path: a weights file (a state dict or ``{"state_dict": ...}``; ``module.`` prefixes are stripped),
+            or None to look in the torch hub cache for the official torchvision file of ``arch``.
+        arch: "resnet18", "resnet34" or "resnet50"; names the hub file and the error messages.
+
+    Returns:
+        The file loaded, or None when ``path`` is None and the hub cache has no file (weights untouched).
+
+    Raises:
+        KglfrError: the file is missing or unreadable, or its keys or shapes do not match the model.
+    """
+    if path is None:
+        path = find_hub_weights(arch)
+        if path is None:
+            return None
+    path = Path(path)
+    if not path.is_file():
+        raise KglfrError(f"weights file {path} not found")
+    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    # Files saved before torch 0.4.1 (e.g. resnet50-19c8e357.pth) lack the BN batch counters.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({_key_list(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({_key_list(unexpected)})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches, file vs model ({_key_list(wrong, 2)})")
+        raise KglfrError(f"weights file {path} does not fit {arch}: " + "; ".join(parts))
+    for k, v in own.items():
+        if k not in state:  # num_batches_tracked of an old file
+            state[k] = torch.zeros_like(v)
+    model.load_state_dict(state, strict=False)
+    return path
