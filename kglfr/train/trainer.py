@@ -431,7 +431,7 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
                            **{k: round(v, 5) for k, v in losses.parts.items()}, "images_per_s": round(rate, 1)}
                     metrics.write(rec, rec["global_step"])
                     bar.set_postfix(loss=f"{losses.parts['loss']:.3f}", acc=f"{losses.parts['acc']:.2f}")
-                if max_steps is not None and taken >= max_steps:
+                if max_steps is not None and taken >= max_steps and s + 1 < per_epoch:
                     bar.close()
                     return TrainResult(folder, epoch, None, {"stopped": "max_steps"})
                 if flag["signal"]:
@@ -453,6 +453,8 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
                                                      max(seconds, 1e-9), 1)}, epoch + 1)  # fmt: skip
                 log.info("epoch %d/%d: %s (%.1f s)", epoch + 1, epochs,
                          ", ".join(f"{k} {v:.4f}" for k, v in means.items()), seconds)  # fmt: skip
+            if max_steps is not None and taken >= max_steps:  # killed right after the epoch's checkpoint
+                return TrainResult(folder, epoch + 1, None, {"stopped": "max_steps"})
             every = int(cfg.train.eval_every)
             if rt.main and protocols and every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs:
                 ev = _evaluate(model, store, cfg, rt, protocols, size, progress)
