@@ -30,7 +30,7 @@ from PIL import Image
 from kglfr.data.datasets.base import VIDataset
 from kglfr.data.records import ImageRecord, Modality
 from kglfr.errors import StoreError
-from kglfr.io import write_json_atomic
+from kglfr.io import allocate, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class Store:
         if changed:
             raise StoreError(
                 f"store {self.path} is stale: {len(changed)} source images changed or vanished since it was "
-                f"prepared (e.g. {changed[0]}); re-run 'kglfr prepare --force'"
+                f"prepared (e.g. {changed[0]}); re-run 'kglfr prepare' with the same options to update it"
             )
 
 
@@ -300,16 +300,48 @@ def prepare_store(
             )
 
     partial = out.with_name(out.name + ".partial")
+    _recover_keypoints(partial, out)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    try:
+        bad = _build(dataset, root, partial, stats, fingerprint, height, width, skip_bad, workers, progress)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # no half-written store is left behind
+        raise
+    _swap_in(partial, out)
+    return Store.open(out, check_sources=False), bad
+
+
+def _recover_keypoints(partial: Path, out: Path) -> None:
+    """A run that stopped between moving the old store's keypoint cache into ``partial`` and the swap
+    left the cache there: move it back before ``partial`` is cleared."""
+    if (partial / "keypoints").is_dir() and out.is_dir() and not (out / "keypoints").exists():
+        os.replace(partial / "keypoints", out / "keypoints")
+        log.warning("recovered the keypoint cache of %s from an interrupted prepare", out)
+
+
+def _build(
+    dataset: VIDataset,
+    root: Path,
+    partial: Path,
+    stats: list[tuple[int, int]],
+    fingerprint: str,
+    height: int,
+    width: int,
+    skip_bad: bool,
+    workers: int | None,
+    progress: bool,
+) -> list[BadImage]:
+    """Decode the images into ``partial`` and write its manifest (``prepare_store``'s work)."""
     records = dataset.records
     n = len(records)
-    mm = np.memmap(partial / PIXELS, dtype=np.uint8, mode="w+", shape=(max(n, 1), height, width, 3))
+    shape = (max(n, 1), height, width, 3)
+    allocate(partial / PIXELS, int(np.prod(shape)), f"{n} images of {height}x{width}")
+    mm = np.memmap(partial / PIXELS, dtype=np.uint8, mode="r+", shape=shape)
     source_hw = np.zeros((n, 2), dtype=np.int64)
     t0 = time.perf_counter()
     bad = _decode_into(records, root, mm, source_hw, workers or min(4, os.cpu_count() or 1), progress)
     if bad and not skip_bad:
-        shutil.rmtree(partial, ignore_errors=True)
         listing = "; ".join(f"{b.relpath} ({b.reason})" for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise StoreError(
             f"{len(bad)} unreadable image(s) in {root}: {listing}. Fix or remove them, or pass --skip-bad"
@@ -354,10 +386,9 @@ def prepare_store(
         "skipped": [b.__dict__ for b in bad],
     }
     write_json_atomic(partial / MANIFEST, manifest)
-    _swap_in(partial, out)
     dt = time.perf_counter() - t0
-    log.info("prepared %d images into %s in %.1f s (%.0f images/s)", count, out, dt, n / max(dt, 1e-9))
-    return Store.open(out, check_sources=False), bad
+    log.info("prepared %d images in %.1f s (%.0f images/s)", count, dt, n / max(dt, 1e-9))
+    return bad
 
 
 def _decode_into(
