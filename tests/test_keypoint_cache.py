@@ -397,3 +397,45 @@ def test_empty_store_raises_store_error(built, tmp_path):
                   np.zeros((0, *STORE_HW, 3), np.uint8))  # fmt: skip
     with pytest.raises(StoreError, match="holds no images"):
         build_cache(empty, OracleBackend(root=store.root), progress=False)
+
+
+class _OtherBackend(OracleBackend):
+    name = "other"
+
+
+def test_complete_cache_of_another_backend_is_not_replaced_without_force(fresh, capsys):
+    folder = fresh.path / "keypoints"
+    stamp = (folder / "heatmaps.u8").stat().st_mtime_ns
+    with pytest.raises(KglfrError, match="complete keypoint cache of backend 'oracle'; pass --force"):
+        build_cache(fresh, _OtherBackend(root=fresh.root), progress=False)
+    assert (folder / "heatmaps.u8").stat().st_mtime_ns == stamp
+    KeypointCache.open(fresh, backend="oracle")  # intact
+    result = build_cache(fresh, _OtherBackend(root=fresh.root), force=True, progress=False)
+    assert result.cache.backend == "other" and result.computed == len(fresh)
+
+
+def test_full_disk_refuses_the_cache_with_the_space_needed_and_leaves_no_files(built, tmp_path, monkeypatch):
+    import shutil as _shutil
+    from collections import namedtuple
+
+    store, _ = built
+    shutil.copytree(store.path, tmp_path / "s", ignore=shutil.ignore_patterns("keypoints"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(_shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(KglfrError, match=r"not enough disk space for the keypoint cache of \d+ images .* needs"):
+        build_cache(Store.open(tmp_path / "s"), OracleBackend(root=store.root), progress=False)
+    assert not any((tmp_path / "s" / "keypoints").iterdir())
+
+
+def test_fallocate_enospc_on_the_cache_is_a_clear_error(built, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store, _ = built
+    shutil.copytree(store.path, tmp_path / "s", ignore=shutil.ignore_patterns("keypoints"))
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    code = main(["keypoints", "--store", str(tmp_path / "s"), "--backend", "oracle", "--no-progress"])
+    assert code == 2 and not any((tmp_path / "s" / "keypoints").iterdir())

@@ -44,7 +44,7 @@ import numpy as np
 from kglfr.data.records import Modality
 from kglfr.data.store import Store
 from kglfr.errors import KglfrError, StoreError
-from kglfr.io import write_json_atomic
+from kglfr.io import allocate, check_free_space, write_json_atomic
 from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, build_backend
 from kglfr.keypoints.heatmaps import dequantise, quantise, resize_maps
 from kglfr.keypoints.skeleton import (
@@ -371,15 +371,15 @@ def build_cache(
     resumed = same and files_ok and not force and not damaged  # an interrupted run with these settings
     if not resumed:
         if old is not None and not same and not damaged:
+            if old.get("complete") and old.get("backend") != backend.name and not force:
+                raise KglfrError(
+                    f"store {store.path} already has a complete keypoint cache of backend {old.get('backend')!r}; "
+                    f"pass --force to replace it with one of {backend.name!r}"
+                )
             log.info("replacing keypoint cache %s (%s, %s)", folder, old.get("backend"), old.get("identity"))
-        (folder / "done.u8").unlink(missing_ok=True)
-        (folder / SUMMARY).unlink(missing_ok=True)
-        write_json_atomic(folder / META, {**want, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        for a in _memmaps(folder, n, hw, "w+").values():
-            a.flush()
-        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="w+", shape=(n,))
-        done.flush()
+        _allocate_files(folder, n, hw, want)
         meta = _read_meta(folder)
+        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
     else:
         meta = old
         done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
@@ -426,6 +426,26 @@ def build_cache(
     arrays.clear()
     cache, summary = _finish(store, folder, meta)
     return BuildResult(cache, summary, len(todo), resumed)
+
+
+def _allocate_files(folder: Path, n: int, hw: tuple[int, int], want: dict) -> None:
+    """Start a new cache: ``meta.json`` marked incomplete and zeroed data files with their disk space
+    reserved (a full disk is refused here, saying how much is needed, and leaves no files behind)."""
+    files = [folder / a.file for a in _arrays(hw).values()] + [folder / "done.u8"]
+    replaced = sum(p.stat().st_size for p in files if p.is_file())
+    check_free_space(folder, max(n * bytes_per_image(hw) - replaced, 0), f"the keypoint cache of {n} images")
+    (folder / "done.u8").unlink(missing_ok=True)
+    (folder / SUMMARY).unlink(missing_ok=True)
+    write_json_atomic(folder / META, {**want, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    try:
+        for a in _arrays(hw).values():
+            allocate(folder / a.file, n * np.dtype(a.dtype).itemsize * int(np.prod(a.shape)),
+                     f"the keypoint cache of {n} images")  # fmt: skip
+        allocate(folder / "done.u8", n, f"the keypoint cache of {n} images")
+    except BaseException:
+        for p in [*files, folder / META]:
+            p.unlink(missing_ok=True)
+        raise
 
 
 def _finish(store: Store, folder: Path, meta: dict) -> tuple[KeypointCache, dict]:
