@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from kglfr.errors import DiskFullError
+from kglfr.errors import DiskFullError, KglfrError
 
 
 def _umask() -> int:
@@ -92,3 +92,24 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO], Any], binary: bo
 
 def write_json_atomic(path: str | os.PathLike, obj: object, indent: int | None = None) -> Path:
     return write_atomic(path, lambda f: (json.dump(obj, f, indent=indent), f.write("\n")))
+
+
+def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, before any work, that a file can be written at ``path`` (its folder may not exist yet:
+    the nearest existing one must be writable); raises ``KglfrError`` naming ``path``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise KglfrError(f"{option} {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise KglfrError(f"cannot write {option} {path}: {folder} is a file, not a folder; choose another {option}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise KglfrError(
+            f"cannot write {option} {path}: {folder} is not writable ({e.strerror}); choose another {option}"
+        ) from None
+    return path

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from kglfr.cli import add_command
+from kglfr.errors import KglfrError
 from kglfr.eval.features import load_features
 from kglfr.eval.metrics import DISTANCES
 from kglfr.eval.protocols import PROTOCOLS, evaluate_protocol
 from kglfr.eval.report import format_table, write_result
 from kglfr.eval.rerank import RerankConfig
+from kglfr.io import check_writable
 
 EXAMPLES = """
   kglfr evaluate --features sysu_test.npz --protocol sysu-all --out sysu_all.json
@@ -62,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        check_writable(args.out)  # before the trials run
     features = [load_features(f) for f in args.features]
     rerank = RerankConfig(args.rerank_k1, args.rerank_k2, args.rerank_lambda) if args.rerank else None
     result = evaluate_protocol(
@@ -74,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     if args.out:
-        path = write_result(result, args.out)
+        try:
+            path = write_result(result, args.out)
+        except OSError as e:  # the destination changed while the trials ran: name it, not the temp file
+            raise KglfrError(f"cannot write --out {args.out}: {e.strerror or e}") from None
         print(f"results written to {path}")
     return 0
