@@ -439,3 +439,16 @@ def test_fallocate_enospc_on_the_cache_is_a_clear_error(built, tmp_path, monkeyp
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     code = main(["keypoints", "--store", str(tmp_path / "s"), "--backend", "oracle", "--no-progress"])
     assert code == 2 and not any((tmp_path / "s" / "keypoints").iterdir())
+
+
+@pytest.mark.parametrize("value", ["5", "nan", "-0.1", "inf"])
+def test_cli_threshold_out_of_range_is_refused(built, capsys, value):
+    store, _ = built
+    with pytest.raises(SystemExit) as exc:
+        main(["keypoints", "--store", str(store.path), "--backend", "oracle", "--threshold", value])
+    assert exc.value.code == 2 and "--threshold: must be a number between 0 and 1" in capsys.readouterr().err
+
+
+def test_non_finite_threshold_is_refused_by_build_cache(fresh):
+    with pytest.raises(KglfrError, match="threshold must be a number from 0 to 1, got nan"):
+        build_cache(fresh, OracleBackend(root=fresh.root), threshold=float("nan"), progress=False)

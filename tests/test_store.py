@@ -151,7 +151,7 @@ def test_non_store_output_folder_is_refused(sysu, tmp_path):
 def test_cli_prepare_reports_bad_files_in_one_line(sysu, tmp_path, capsys):
     (sysu.root / sysu.records[0].relpath).write_bytes(b"\xff\xd8broken")
     args = ["prepare", "--dataset", "sysu", "--root", str(sysu.root), "--out", str(tmp_path / "s"),
-            "--height", "16", "--width", "8"]
+            "--height", "16", "--width", "16"]
     assert main(args) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line]
@@ -168,8 +168,15 @@ def test_cli_bad_sizes_and_unwritable_out_are_one_line(sysu, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*base, "--out", str(tmp_path / "s"), "--height", "0"])
     assert exc.value.code == 2 and "--height: must be at least 1" in capsys.readouterr().err
+    for option, value in (("--height", "100000"), ("--width", "15")):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, "--out", str(tmp_path / "s"), option, value])
+        assert exc.value.code == 2 and f"{option}: must be between 16 and 2048, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "s.partial").exists()
+    with pytest.raises(StoreError, match="image height 100000 is out of range"):
+        prepare_store(sysu, tmp_path / "s", height=100000, width=100000, progress=False)
     (tmp_path / "file").write_text("")
-    assert main([*base, "--out", str(tmp_path / "file" / "store"), "--height", "16", "--width", "8"]) == 2
+    assert main([*base, "--out", str(tmp_path / "file" / "store"), "--height", "16", "--width", "16"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert err == [f"kglfr prepare: error: Not a directory: {tmp_path / 'file' / 'store.partial'}"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kglfr.cli import add_command
+from kglfr.cli import add_command, fraction, positive_int
 from kglfr.data.store import Store
 from kglfr.errors import KglfrError, StoreError
 from kglfr.keypoints.backends import backend_names
@@ -43,11 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None,
                    help="weights file of the pose network (hrnet: .pth; blazepose: .tflite, optional)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per backend call (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per backend call (default 32)")
     p.add_argument("--heatmap-size", type=_size, default=DEFAULT_HEATMAP_HW, metavar="HxW",
                    help="size of the cached heatmaps (default 32x16)")  # fmt: skip
-    p.add_argument("--threshold", type=float, default=VALID_THRESHOLD,
-                   help=f"keypoint confidence a part needs to be valid (default {VALID_THRESHOLD})")  # fmt: skip
+    p.add_argument("--threshold", type=fraction, default=VALID_THRESHOLD,
+                   help=f"keypoint confidence a part needs to be valid, 0..1 (default {VALID_THRESHOLD})")  # fmt: skip
     p.add_argument("--head", choices=("max", "sum"), default="max", help="head heatmap from the face maps")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

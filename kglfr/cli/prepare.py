@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kglfr.cli import add_command, positive_int
+from kglfr.cli import add_command, int_range, positive_int
 from kglfr.data.datasets import dataset_names, load_dataset
 from kglfr.data.store import prepare_store
 
@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset layout of --root")
     p.add_argument("--root", required=True, help="folder of the dataset as downloaded")
     p.add_argument("--out", required=True, help="store folder to create")
-    p.add_argument("--height", type=positive_int, default=288, help="stored image height (default 288)")
-    p.add_argument("--width", type=positive_int, default=144, help="stored image width (default 144)")
+    p.add_argument("--height", type=int_range(16, 2048), default=288, help="image height, 16..2048 (default 288)")
+    p.add_argument("--width", type=int_range(16, 2048), default=144, help="image width, 16..2048 (default 144)")
     p.add_argument("--trial", type=positive_int, default=1, help="RegDB trial whose split is the default (default 1)")
     p.add_argument("--test-fraction", type=float, default=0.5, help="custom: share of identities for testing")
     p.add_argument("--split-seed", type=int, default=0, help="custom: seed of the identity split")

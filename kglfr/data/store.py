@@ -39,6 +39,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 PIXELS = "images.u8"
 REQUIRED_KEYS = ("dataset", "root", "trial", "height", "width", "count", "records", "trial_splits", "skipped")
+MAX_SIDE = 2048  # largest stored image height or width
 RECORD_KEYS = ("relpath", "pid", "camera", "modality", "source_hw", "size", "mtime_ns")
 
 
@@ -286,6 +287,9 @@ def prepare_store(
     Corrupt images raise ``StoreError`` naming every bad file, or are skipped with ``skip_bad``.
     """
     out = Path(out).expanduser()
+    for name, value in (("height", height), ("width", width)):
+        if not 1 <= int(value) <= MAX_SIDE:
+            raise StoreError(f"image {name} {value} is out of range; choose 1..{MAX_SIDE} (288x144 is the default)")
     root = dataset.root.resolve()
     stats = _source_stats(dataset)
     fingerprint = listing_fingerprint([r.relpath for r in dataset.records], stats) + f":{height}x{width}"

@@ -336,6 +336,8 @@ def build_cache(
                          f"the cache allows {MAX_BYTES_PER_IMAGE}")  # fmt: skip
     if batch_size < 1:
         raise KglfrError("--batch-size must be at least 1")
+    if not np.isfinite(threshold) or threshold < 0:
+        raise KglfrError(f"the confidence threshold must be a number from 0 to 1, got {threshold}")
     folder = store.path / FOLDER
     folder.mkdir(exist_ok=True)
     want = {
