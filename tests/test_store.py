@@ -240,3 +240,15 @@ def test_stale_store_message_says_plain_prepare(sysu, tmp_path):
     with pytest.raises(StoreError, match="stale") as e:
         Store.open(tmp_path / "store")
     assert "--force" not in str(e.value)
+
+
+@pytest.mark.parametrize("column", ["records.pid", "records.mtime_ns", "trial_splits.1"])
+def test_manifest_columns_shorter_than_count_are_refused(sysu, tmp_path, column):
+    prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    path = tmp_path / "store" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    group, key = column.split(".")
+    manifest[group][key] = manifest[group][key][:-1]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=rf"damaged \(count is {len(sysu.records)} but {column} has"):
+        Store.open(tmp_path / "store")

@@ -117,6 +117,15 @@ class Store:
         if missing:
             raise StoreError(f"{manifest_path} is damaged (no {', '.join(missing)}); re-run 'kglfr prepare'")
         n, h, w = int(manifest["count"]), int(manifest["height"]), int(manifest["width"])
+        columns = {f"records.{k}": manifest["records"][k] for k in RECORD_KEYS}
+        columns.update({f"trial_splits.{t}": v for t, v in manifest["trial_splits"].items()})
+        short = [f"{k} has {len(v) if isinstance(v, list) else 'no list'}" for k, v in columns.items()
+                 if not isinstance(v, list) or len(v) != n]  # fmt: skip
+        if short:
+            raise StoreError(
+                f"{manifest_path} is damaged (count is {n} but {', '.join(short[:3])}"
+                f"{' ...' if len(short) > 3 else ''}); re-run 'kglfr prepare --force'"
+            )
         pixels = path / PIXELS
         expected = n * h * w * 3
         if not pixels.is_file() or pixels.stat().st_size != expected:
