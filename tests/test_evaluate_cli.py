@@ -195,7 +195,7 @@ def test_result_records_the_features_sha256_and_version(tmp_path):
 
 @pytest.mark.parametrize("where", ["file-as-folder", "folder"])
 def test_unwritable_out_is_refused_before_any_trial_runs(tmp_path, capsys, monkeypatch, where):
-    import kglfr.cli.evaluate as ev
+    import kglfr.eval.protocols as ev
 
     def must_not_run(*a, **k):
         raise AssertionError("the trials ran before --out was checked")

@@ -6,12 +6,11 @@ import argparse
 
 from kglfr.cli import add_command
 from kglfr.errors import KglfrError
-from kglfr.eval.features import load_features
-from kglfr.eval.metrics import DISTANCES
-from kglfr.eval.protocols import PROTOCOLS, evaluate_protocol
-from kglfr.eval.report import format_table, write_result
-from kglfr.eval.rerank import RerankConfig
 from kglfr.io import check_writable
+
+# kglfr.eval.metrics.DISTANCES, named here so that --help does not import kglfr.eval (tests/test_cli.py
+# checks that they agree, and that PROTOCOL_HELP names every protocol of kglfr.eval.protocols.PROTOCOLS)
+DISTANCES = ("cosine", "euclidean")
 
 EXAMPLES = """
   kglfr evaluate --features sysu_test.npz --protocol sysu-all --out sysu_all.json
@@ -46,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--features", action="append", required=True, metavar="FILE.npz",
                    help="features file; RegDB: repeat once per trial")
-    p.add_argument("--protocol", required=True, choices=list(PROTOCOLS), metavar="P",
+    p.add_argument("--protocol", required=True, choices=list(PROTOCOL_HELP), metavar="P",
                    help="; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()))
     p.add_argument("--multi-shot", action="store_true",
                    help="SYSU only: ten gallery images per identity and camera instead of one")
@@ -64,6 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.eval.features import load_features
+    from kglfr.eval.protocols import evaluate_protocol
+    from kglfr.eval.report import format_table, write_result
+    from kglfr.eval.rerank import RerankConfig
+
     if args.out:
         check_writable(args.out)  # before the trials run
     features = [load_features(f) for f in args.features]

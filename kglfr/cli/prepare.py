@@ -7,7 +7,6 @@ import sys
 
 from kglfr.cli import add_command, int_range, positive_int
 from kglfr.data.datasets import dataset_names, load_dataset
-from kglfr.data.store import prepare_store
 
 EXAMPLES = """
   kglfr prepare --dataset sysu --root ~/data/SYSU-MM01 --out stores/sysu
@@ -43,6 +42,8 @@ def dataset_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.data.store import prepare_store
+
     dataset = load_dataset(args.dataset, args.root, **dataset_options(args))
     print(dataset.summary())
     store, bad = prepare_store(
