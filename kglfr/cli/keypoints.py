@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "keypoints",
         "Run a pose backend over a prepared store and cache the 13 heatmaps, keypoints and part centres "
-        "in STORE/keypoints (resumes an interrupted run).",
+        "in STORE/keypoints/BACKEND (resumes an interrupted run; caches of other backends are kept).",
         EXAMPLES,
     )
     p.add_argument("--store", help="prepared store (from 'kglfr prepare')")

@@ -4,7 +4,7 @@ Layout of a store folder::
 
     manifest.json   what was prepared: dataset, source root, size, one entry per image
     images.u8       N x H x W x 3 uint8 RGB, C order, memory-mapped
-    keypoints/      added by ``kglfr keypoints`` (heatmaps and part centres beside the pixels)
+    keypoints/      added by ``kglfr keypoints``: one folder per pose backend (heatmaps, part centres)
 
 Each manifest entry keeps the source file's size and mtime, so a store whose dataset changed is
 detected and refused. Training reads batches from here, never from JPEGs.
