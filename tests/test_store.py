@@ -207,7 +207,7 @@ def test_fallocate_failing_with_enospc_is_a_clear_error(sysu, tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", no_space)
-    with pytest.raises(DiskFullError, match=r"not enough disk space for \d+ images of 32x16"):
+    with pytest.raises(DiskFullError, match=r"not enough disk space for store .*store \(\d+ images of 32x16\)"):
         prepare_store(sysu, tmp_path / "store", height=32, width=16, progress=False)
     assert not (tmp_path / "store.partial").exists()
 

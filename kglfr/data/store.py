@@ -349,7 +349,8 @@ def _build(
     records = dataset.records
     n = len(records)
     shape = (max(n, 1), height, width, 3)
-    allocate(partial / PIXELS, int(np.prod(shape)), f"{n} images of {height}x{width}")
+    out = partial.with_name(partial.name.removesuffix(".partial"))
+    allocate(partial / PIXELS, int(np.prod(shape)), f"store {out} ({n} images of {height}x{width})")
     mm = np.memmap(partial / PIXELS, dtype=np.uint8, mode="r+", shape=shape)
     source_hw = np.zeros((n, 2), dtype=np.int64)
     t0 = time.perf_counter()
