@@ -15,3 +15,7 @@ class DatasetError(KglfrError):
 
 class StoreError(KglfrError):
     """A prepared store that is missing, damaged or stale."""
+
+
+class DiskFullError(KglfrError):
+    """Not enough free disk space for what is about to be written."""

@@ -2,13 +2,66 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from kglfr.errors import DiskFullError, KglfrError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse to start writing ``needed`` bytes into ``folder`` when its filesystem has less free space."""
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DiskFullError(
+            f"not enough disk space for {what} in {folder}: it needs {human_bytes(needed)}, "
+            f"{human_bytes(free)} are free; free some space or choose another folder"
+        )
+
+
+def allocate(path: str | os.PathLike, nbytes: int, what: str) -> Path:
+    """Create ``path`` holding ``nbytes`` zero bytes whose disk blocks are reserved up front, so that
+    writing it later through a memory map cannot die of a full disk (SIGBUS). A full disk raises
+    ``DiskFullError`` saying how much is needed; the file is removed then."""
+    path = Path(path)
+    check_free_space(path.parent, nbytes, what)
+    with open(path, "wb") as f:
+        try:
+            if nbytes:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                f.close()
+                path.unlink(missing_ok=True)
+                free = shutil.disk_usage(path.parent).free
+                raise DiskFullError(
+                    f"not enough disk space for {what} in {path.parent}: it needs {human_bytes(nbytes)}, "
+                    f"{human_bytes(free)} are free; free some space or choose another folder"
+                ) from None
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            f.truncate(nbytes)  # the filesystem cannot reserve blocks: the free-space check above must do
+    return path
 
 
 @contextmanager
@@ -22,6 +75,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes the file 0600; honour the umask
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -38,3 +92,24 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO], Any], binary: bo
 
 def write_json_atomic(path: str | os.PathLike, obj: object, indent: int | None = None) -> Path:
     return write_atomic(path, lambda f: (json.dump(obj, f, indent=indent), f.write("\n")))
+
+
+def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, before any work, that a file can be written at ``path`` (its folder may not exist yet:
+    the nearest existing one must be writable); raises ``KglfrError`` naming ``path``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise KglfrError(f"{option} {path} is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise KglfrError(f"cannot write {option} {path}: {folder} is a file, not a folder; choose another {option}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise KglfrError(
+            f"cannot write {option} {path}: {folder} is not writable ({e.strerror}); choose another {option}"
+        ) from None
+    return path

@@ -127,3 +127,54 @@ def test_cli_bad_root_is_one_line(tmp_path, capsys, setup, message):
     err = capsys.readouterr().err.strip()
     assert rc != 0
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+# -- split files are checked, not taken on trust -------------------------------------------------------------
+
+
+def test_sysu_identity_in_train_and_test_is_an_error(tmp_path):
+    root = make_sysu(tmp_path)
+    (root / "exp" / "test_id.txt").write_text("5,6,2\n")
+    with pytest.raises(DatasetError, match=r"train_id.txt and .*test_id.txt both list identity 2"):
+        load_dataset("sysu", root)
+
+
+def test_sysu_identity_folders_in_no_split_file_are_reported(tmp_path, caplog):
+    root = make_sysu(tmp_path)
+    (root / "exp" / "test_id.txt").write_text("5\n")  # a cut list: identity 6 is on disk but in no split
+    with caplog.at_level(logging.WARNING):
+        ds = load_dataset("sysu", root)
+    assert "1 identity folders are in no split file" in caplog.text and "left out: 6" in caplog.text
+    assert 6 not in {r.pid for r in ds.records}
+
+
+def test_sysu_layout_error_names_every_expected_path(tmp_path):
+    root = make_sysu(tmp_path)
+    (root / "exp" / "test_id.txt").unlink()
+    with pytest.raises(DatasetError, match=r"expected .*exp/val_id.txt, exp/test_id.txt\)"):
+        load_dataset("sysu", root)
+
+
+def test_regdb_missing_trial_file_is_an_error_naming_it(tmp_path):
+    root = make_regdb(tmp_path)
+    (root / "idx" / "test_thermal_4.txt").unlink()
+    with pytest.raises(DatasetError, match=r"RegDB trial 4 is incomplete: split file .*test_thermal_4.txt is missing"):
+        load_dataset("regdb", root)
+
+
+def test_regdb_path_in_two_split_files_is_an_error(tmp_path):
+    root = make_regdb(tmp_path)
+    train = (root / "idx" / "train_visible_2.txt").read_text().splitlines()
+    test = root / "idx" / "test_visible_2.txt"
+    test.write_text(test.read_text() + train[0] + "\n")
+    with pytest.raises(DatasetError, match=r"test_visible_2.txt: Visible/\S+ is also listed in .*train_visible_2.txt"):
+        load_dataset("regdb", root)
+
+
+def test_llcm_path_in_two_split_files_is_an_error(tmp_path):
+    root = make_llcm(tmp_path)
+    first = (root / "idx" / "train_vis.txt").read_text().splitlines()[0]
+    test = root / "idx" / "test_vis.txt"
+    test.write_text(test.read_text() + first + "\n")
+    with pytest.raises(DatasetError, match=r"test_vis.txt:\d+: vis/\S+ is already listed in .*train_vis.txt:1"):
+        load_dataset("llcm", root)

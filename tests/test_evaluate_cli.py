@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,7 +152,57 @@ def test_query_identity_without_gallery_warns_and_is_left_out(tmp_path, capsys, 
                    "--trials", "2", "--out", str(out)])
     assert rc == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [w for w in warnings if "the official test set has" not in w]  # a small synthetic set
     assert len(warnings) == 1 and "no gallery image of their identity" in warnings[0]
     res = json.loads(out.read_text())
     n_ir_of_3 = int(((arrays["pids"] == 3) & np.isin(arrays["cams"], (3, 6))).sum())
     assert res["queries_without_positive"] == [n_ir_of_3] * 2
+
+
+def test_features_of_another_dataset_are_refused(tmp_path, capsys):
+    npz = write(tmp_path, **sysu_arrays())
+    err = run_error(capsys, ["evaluate", "--features", npz, "--protocol", "regdb-v2i"])
+    assert "camera(s) 3, 4, 5, 6, which RegDB does not have" in err and "another dataset" in err
+
+
+def test_zero_and_constant_features_and_unofficial_sizes_warn(tmp_path, caplog):
+    arrays = sysu_arrays()
+    arrays["feats"][:3] = 0
+    with caplog.at_level(logging.WARNING):
+        npz = write(tmp_path, **arrays)
+        assert main(["evaluate", "--features", npz, "--protocol", "sysu-all", "--trials", "1"]) == 0
+    assert "3 of" in caplog.text and "all zero" in caplog.text
+    assert "the official test set has 96, 3803 and 301" in caplog.text
+    caplog.clear()
+    arrays["feats"][:] = 1.0
+    with caplog.at_level(logging.WARNING):
+        main(["evaluate", "--features", write(tmp_path, "c.npz", **arrays), "--protocol", "sysu-all", "--trials", "1"])
+    assert "every image has the same feature vector" in caplog.text
+
+
+def test_result_records_the_features_sha256_and_version(tmp_path):
+    import hashlib
+
+    import kglfr
+
+    npz = write(tmp_path, **sysu_arrays())
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--features", npz, "--protocol", "sysu-all", "--trials", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    sha = hashlib.sha256(Path(npz).read_bytes()).hexdigest()
+    assert res["features_sha256"] == [sha, sha] and res["kglfr_version"] == kglfr.__version__
+
+
+@pytest.mark.parametrize("where", ["file-as-folder", "folder"])
+def test_unwritable_out_is_refused_before_any_trial_runs(tmp_path, capsys, monkeypatch, where):
+    import kglfr.eval.protocols as ev
+
+    def must_not_run(*a, **k):
+        raise AssertionError("the trials ran before --out was checked")
+
+    monkeypatch.setattr(ev, "evaluate_protocol", must_not_run)
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "r.json" if where == "file-as-folder" else tmp_path
+    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **sysu_arrays()), "--protocol", "sysu-all",
+                             "--out", str(out)])  # fmt: skip
+    assert str(out) in err and ".tmp" not in err

@@ -1,5 +1,6 @@
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def test_cache_holds_compact_heatmaps_coords_and_parts(built):
     assert bytes_per_image((h, w)) <= MAX_BYTES_PER_IMAGE
     assert cache.heatmaps.shape == (n, 13, h, w) and cache.heatmaps.dtype == np.uint8
     assert cache.coords.shape == (n, 13, 3) and cache.parts.shape == (n, 11, 2) and cache.part_valid.dtype == bool
-    on_disk = sum(p.stat().st_size for p in (store.path / "keypoints").glob("*.*") if p.suffix != ".json")
+    on_disk = sum(p.stat().st_size for p in (store.path / "keypoints" / "oracle").glob("*.*") if p.suffix != ".json")
     assert on_disk == n * bytes_per_image((h, w))
 
     gt, _ = read_sidecar(store.root)
@@ -147,7 +148,7 @@ def test_cache_holds_compact_heatmaps_coords_and_parts(built):
 def test_summary_counts_valid_parts_and_images_without_a_person(built):
     store, result = built
     s = result.summary
-    assert s == json.loads((store.path / "keypoints" / "summary.json").read_text())
+    assert s == json.loads((store.path / "keypoints" / "oracle" / "summary.json").read_text())
     valid = result.cache.part_valid
     for mod in Modality:
         rows = valid[store.modalities == int(mod)]
@@ -165,16 +166,16 @@ def test_summary_counts_valid_parts_and_images_without_a_person(built):
 
 def test_up_to_date_cache_is_kept_and_threshold_can_change_on_open(built):
     store, result = built
-    stamp = (store.path / "keypoints" / "heatmaps.u8").stat().st_mtime_ns
+    stamp = (store.path / "keypoints" / "oracle" / "heatmaps.u8").stat().st_mtime_ns
     again = build_cache(store, OracleBackend(root=store.root), progress=False)
-    assert again.computed == 0 and (store.path / "keypoints" / "heatmaps.u8").stat().st_mtime_ns == stamp
+    assert again.computed == 0 and (store.path / "keypoints" / "oracle" / "heatmaps.u8").stat().st_mtime_ns == stamp
     strict = KeypointCache.open(store, threshold=1.5)  # no confidence reaches 1.5: nothing valid
     assert not strict.part_valid.any() and strict.no_person.all()
 
 
 def test_stale_cache_is_refused(fresh):
     KeypointCache.open(fresh, backend="oracle")
-    with pytest.raises(KglfrError, match=r"made by backend 'oracle', not 'hrnet'; re-run 'kglfr keypoints"):
+    with pytest.raises(KglfrError, match=r"no keypoint cache of backend 'hrnet' \(it has oracle\); run 'kglfr keyp"):
         KeypointCache.open(fresh, backend="hrnet")
     with pytest.raises(KglfrError, match="made by another version of backend 'oracle'"):
         KeypointCache.open(fresh, identity="oracle:sidecar=0000")
@@ -186,7 +187,7 @@ def test_stale_cache_is_refused(fresh):
 
 
 def test_damaged_cache_is_refused(fresh):
-    folder = fresh.path / "keypoints"
+    folder = fresh.path / "keypoints" / "oracle"
     data = bytearray((folder / "heatmaps.u8").read_bytes())
     data[100] ^= 0xFF
     (folder / "heatmaps.u8").write_bytes(bytes(data))
@@ -213,7 +214,7 @@ def _damage(path: Path, offset: int = 100) -> None:
 
 def test_damaged_cache_is_rebuilt_not_reported_up_to_date(fresh, built, caplog, capsys):
     _, full = built
-    folder = fresh.path / "keypoints"
+    folder = fresh.path / "keypoints" / "oracle"
     good = {f: (folder / f).read_bytes() for f in ("heatmaps.u8", "coords.f32", "valid.u8")}
     _damage(folder / "heatmaps.u8")
     with pytest.raises(KglfrError, match="checksum mismatch"):
@@ -234,7 +235,7 @@ def test_damaged_cache_is_rebuilt_not_reported_up_to_date(fresh, built, caplog, 
 def test_damaged_cache_is_rebuilt_not_rethresholded(fresh, built):
     """A new --threshold on a damaged cache must not write a fresh checksum over the damage."""
     _, full = built
-    folder = fresh.path / "keypoints"
+    folder = fresh.path / "keypoints" / "oracle"
     _damage(folder / "coords.f32", 4 * 3 * 13 * 5 + 8)  # the confidence of image 5's head keypoint
     result = build_cache(fresh, OracleBackend(root=fresh.root), threshold=0.5, progress=False)
     assert result.computed == len(fresh)  # rebuilt by the backend
@@ -270,7 +271,7 @@ def test_interrupted_run_resumes_and_matches_a_full_run(fresh, built):
     backend = OracleBackend(root=fresh.root)
     first = build_cache(fresh, backend, batch_size=4, max_images=9, progress=False, commit_seconds=0)
     assert first.cache is None and first.computed == 9
-    assert int(np.fromfile(fresh.path / "keypoints" / "done.u8", np.uint8).sum()) == 9
+    assert int(np.fromfile(fresh.path / "keypoints" / "oracle" / "done.u8", np.uint8).sum()) == 9
     with pytest.raises(KglfrError, match=r"incomplete \(an interrupted run\)"):
         KeypointCache.open(fresh)
 
@@ -286,7 +287,7 @@ def test_interrupted_run_resumes_and_matches_a_full_run(fresh, built):
     with pytest.raises(KeyboardInterrupt):
         build_cache(fresh, Broken(root=fresh.root), batch_size=4, progress=False, commit_seconds=1e9)
     # the two batches before the interruption were committed on the way out
-    assert int(np.fromfile(fresh.path / "keypoints" / "done.u8", np.uint8).sum()) == 9 + 8
+    assert int(np.fromfile(fresh.path / "keypoints" / "oracle" / "done.u8", np.uint8).sum()) == 9 + 8
     last = build_cache(fresh, backend, batch_size=4, progress=False)
     assert last.resumed and last.computed == len(fresh) - 17
     np.testing.assert_array_equal(last.cache.part_valid, full.cache.part_valid)
@@ -397,3 +398,82 @@ def test_empty_store_raises_store_error(built, tmp_path):
                   np.zeros((0, *STORE_HW, 3), np.uint8))  # fmt: skip
     with pytest.raises(StoreError, match="holds no images"):
         build_cache(empty, OracleBackend(root=store.root), progress=False)
+
+
+class _OtherBackend(OracleBackend):
+    name = "other"
+
+
+def test_caches_of_several_backends_are_kept_side_by_side(fresh):
+    oracle = fresh.path / "keypoints" / "oracle"
+    stamp = (oracle / "heatmaps.u8").stat().st_mtime_ns
+    result = build_cache(fresh, _OtherBackend(root=fresh.root), progress=False)
+    assert result.cache.backend == "other" and result.cache.path == fresh.path / "keypoints" / "other"
+    assert (oracle / "heatmaps.u8").stat().st_mtime_ns == stamp  # not replaced
+    assert KeypointCache.open(fresh, backend="oracle").backend == "oracle"
+    assert KeypointCache.open(fresh, backend="other").backend == "other"
+    assert KeypointCache.open(fresh).backend == "other"  # the most recent
+    os.utime(oracle / "meta.json")  # oracle finished last
+    assert KeypointCache.open(fresh).backend == "oracle"
+    again = build_cache(fresh, OracleBackend(root=fresh.root), progress=False)
+    assert again.computed == 0
+
+
+def test_incomplete_cache_is_not_picked_over_a_complete_one(fresh):
+    build_cache(fresh, _OtherBackend(root=fresh.root), max_images=3, progress=False)
+    assert KeypointCache.open(fresh).backend == "oracle"
+    with pytest.raises(KglfrError, match="is incomplete"):
+        KeypointCache.open(fresh, backend="other")
+
+
+def test_old_single_folder_cache_is_read_in_place_then_moved(fresh):
+    root = fresh.path / "keypoints"
+    for p in (root / "oracle").iterdir():
+        os.replace(p, root / p.name)
+    (root / "oracle").rmdir()  # the layout before caches were kept per backend
+    assert KeypointCache.open(fresh).path == root
+    assert KeypointCache.open(fresh, backend="oracle").path == root
+    with pytest.raises(KglfrError, match="no keypoint cache of backend 'other' .it has oracle."):
+        KeypointCache.open(fresh, backend="other")
+    result = build_cache(fresh, OracleBackend(root=fresh.root), progress=False)
+    assert result.computed == 0 and result.cache.path == root / "oracle"
+    assert not (root / "meta.json").exists()
+
+
+def test_full_disk_refuses_the_cache_with_the_space_needed_and_leaves_no_files(built, tmp_path, monkeypatch):
+    import shutil as _shutil
+    from collections import namedtuple
+
+    store, _ = built
+    shutil.copytree(store.path, tmp_path / "s", ignore=shutil.ignore_patterns("keypoints"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(_shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(KglfrError, match=r"not enough disk space for the keypoint cache of \d+ images .* needs"):
+        build_cache(Store.open(tmp_path / "s"), OracleBackend(root=store.root), progress=False)
+    assert not any((tmp_path / "s" / "keypoints").iterdir())
+
+
+def test_fallocate_enospc_on_the_cache_is_a_clear_error(built, tmp_path, monkeypatch):
+    import errno
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store, _ = built
+    shutil.copytree(store.path, tmp_path / "s", ignore=shutil.ignore_patterns("keypoints"))
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    code = main(["keypoints", "--store", str(tmp_path / "s"), "--backend", "oracle", "--no-progress"])
+    assert code == 2 and not any((tmp_path / "s" / "keypoints").iterdir())
+
+
+@pytest.mark.parametrize("value", ["5", "nan", "-0.1", "inf"])
+def test_cli_threshold_out_of_range_is_refused(built, capsys, value):
+    store, _ = built
+    with pytest.raises(SystemExit) as exc:
+        main(["keypoints", "--store", str(store.path), "--backend", "oracle", "--threshold", value])
+    assert exc.value.code == 2 and "--threshold: must be a number between 0 and 1" in capsys.readouterr().err
+
+
+def test_non_finite_threshold_is_refused_by_build_cache(fresh):
+    with pytest.raises(KglfrError, match="threshold must be a number from 0 to 1, got nan"):
+        build_cache(fresh, OracleBackend(root=fresh.root), threshold=float("nan"), progress=False)

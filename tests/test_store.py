@@ -9,7 +9,7 @@ from kglfr.cli import main
 from kglfr.data.datasets import load_dataset
 from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.data.store import Store, decode_image, prepare_store, resize
-from kglfr.errors import StoreError
+from kglfr.errors import DiskFullError, StoreError
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_up_to_date_store_is_reused_and_changed_dataset_refused(sysu, tmp_path):
     victim = sysu.root / sysu.records[3].relpath
     victim.write_bytes(victim.read_bytes())
     os.utime(victim, ns=(1, 1))
-    with pytest.raises(StoreError, match=r"is stale: 1 source images changed .* re-run 'kglfr prepare --force'"):
+    with pytest.raises(StoreError, match=r"is stale: 1 source images changed .* re-run 'kglfr prepare' with the same"):
         Store.open(out)
 
 
@@ -151,7 +151,7 @@ def test_non_store_output_folder_is_refused(sysu, tmp_path):
 def test_cli_prepare_reports_bad_files_in_one_line(sysu, tmp_path, capsys):
     (sysu.root / sysu.records[0].relpath).write_bytes(b"\xff\xd8broken")
     args = ["prepare", "--dataset", "sysu", "--root", str(sysu.root), "--out", str(tmp_path / "s"),
-            "--height", "16", "--width", "8"]
+            "--height", "16", "--width", "16"]
     assert main(args) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line]
@@ -168,7 +168,87 @@ def test_cli_bad_sizes_and_unwritable_out_are_one_line(sysu, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*base, "--out", str(tmp_path / "s"), "--height", "0"])
     assert exc.value.code == 2 and "--height: must be at least 1" in capsys.readouterr().err
+    for option, value in (("--height", "100000"), ("--width", "15")):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, "--out", str(tmp_path / "s"), option, value])
+        assert exc.value.code == 2 and f"{option}: must be between 16 and 2048, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "s.partial").exists()
+    with pytest.raises(StoreError, match="image height 100000 is out of range"):
+        prepare_store(sysu, tmp_path / "s", height=100000, width=100000, progress=False)
     (tmp_path / "file").write_text("")
-    assert main([*base, "--out", str(tmp_path / "file" / "store"), "--height", "16", "--width", "8"]) == 2
+    assert main([*base, "--out", str(tmp_path / "file" / "store"), "--height", "16", "--width", "16"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert err == [f"kglfr prepare: error: Not a directory: {tmp_path / 'file' / 'store.partial'}"]
+
+
+def _full_disk(monkeypatch, free: int = 1000) -> None:
+    import shutil as _shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(_shutil, "disk_usage", lambda path: usage(10**6, 10**6 - free, free))
+
+
+def test_full_disk_is_refused_with_the_space_needed_and_no_partial_left(sysu, tmp_path, monkeypatch):
+    _full_disk(monkeypatch)
+    out = tmp_path / "store"
+    with pytest.raises(DiskFullError, match=r"not enough disk space .* needs .* free"):
+        prepare_store(sysu, out, height=32, width=16, progress=False)
+    assert not out.exists() and not (tmp_path / "store.partial").exists()
+    code = main(["prepare", "--dataset", "sysu", "--root", str(sysu.root), "--out", str(out),
+                 "--height", "32", "--width", "16"])  # fmt: skip
+    assert code == 2 and not (tmp_path / "store.partial").exists()
+
+
+def test_fallocate_failing_with_enospc_is_a_clear_error(sysu, tmp_path, monkeypatch):
+    import errno
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(DiskFullError, match=r"not enough disk space for store .*store \(\d+ images of 32x16\)"):
+        prepare_store(sysu, tmp_path / "store", height=32, width=16, progress=False)
+    assert not (tmp_path / "store.partial").exists()
+
+
+def test_failure_while_decoding_removes_the_partial_store(sysu, tmp_path, monkeypatch):
+    import kglfr.data.store as store_mod
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "_decode_into", boom)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    assert not (tmp_path / "store.partial").exists()
+
+
+def test_keypoint_cache_left_in_partial_by_a_crash_is_recovered(sysu, tmp_path):
+    out = tmp_path / "store"
+    prepare_store(sysu, out, height=16, width=8, progress=False)
+    partial = tmp_path / "store.partial"
+    (partial / "keypoints").mkdir(parents=True)  # as _swap_in leaves it when killed after its first move
+    (partial / "keypoints" / "meta.json").write_text("{}")
+    prepare_store(sysu, out, height=16, width=8, force=True, progress=False)
+    assert (out / "keypoints" / "meta.json").read_text() == "{}" and not partial.exists()
+
+
+def test_stale_store_message_says_plain_prepare(sysu, tmp_path):
+    prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    (sysu.root / sysu.records[0].relpath).write_bytes((sysu.root / sysu.records[1].relpath).read_bytes() + b"x")
+    with pytest.raises(StoreError, match="stale") as e:
+        Store.open(tmp_path / "store")
+    assert "--force" not in str(e.value)
+
+
+@pytest.mark.parametrize("column", ["records.pid", "records.mtime_ns", "trial_splits.1"])
+def test_manifest_columns_shorter_than_count_are_refused(sysu, tmp_path, column):
+    prepare_store(sysu, tmp_path / "store", height=16, width=8, progress=False)
+    path = tmp_path / "store" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    group, key = column.split(".")
+    manifest[group][key] = manifest[group][key][:-1]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=rf"damaged \(count is {len(sysu.records)} but {column} has"):
+        Store.open(tmp_path / "store")

@@ -6,11 +6,11 @@ import argparse
 
 from kglfr.cli import add_command
 from kglfr.errors import KglfrError
-from kglfr.eval.features import load_features
-from kglfr.eval.metrics import DISTANCES
-from kglfr.eval.protocols import PROTOCOLS, evaluate_protocol
-from kglfr.eval.report import format_table, write_result
-from kglfr.eval.rerank import RerankConfig
+from kglfr.io import check_writable
+
+# kglfr.eval.metrics.DISTANCES, named here so that --help does not import kglfr.eval (tests/test_cli.py
+# checks that they agree, and that PROTOCOL_HELP names every protocol of kglfr.eval.protocols.PROTOCOLS)
+DISTANCES = ("cosine", "euclidean")
 
 EXAMPLES = """
   kglfr evaluate --features sysu_test.npz --protocol sysu-all --out sysu_all.json
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --checkpoint: BN feature (default, the headline) or the pooled feature before it")
     p.add_argument("--flip", action="store_true", help="with --checkpoint: average image and mirror features")
     p.add_argument("--device", default="cpu", help="with --checkpoint: cpu (default) or cuda")
-    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS), metavar="P",
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOL_HELP), metavar="P",
                    help="; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()))
     p.add_argument("--multi-shot", action="store_true",
                    help="SYSU only: ten gallery images per identity and camera instead of one")
@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.eval.features import load_features
+    from kglfr.eval.protocols import evaluate_protocol
+    from kglfr.eval.report import format_table, write_result
+    from kglfr.eval.rerank import RerankConfig
+
+    if args.out:
+        check_writable(args.out)  # before the trials run
     if args.checkpoint:
         return run_checkpoint(args)
     if not args.features or not args.protocol:
@@ -87,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     if args.out:
-        path = write_result(result, args.out)
+        try:
+            path = write_result(result, args.out)
+        except OSError as e:  # the destination changed while the trials ran: name it, not the temp file
+            raise KglfrError(f"cannot write --out {args.out}: {e.strerror or e}") from None
         print(f"results written to {path}")
     return 0
 
@@ -95,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 def run_checkpoint(args: argparse.Namespace) -> int:
     """Score a trained model on a store's test split (its dataset's protocols, or --protocol)."""
     from kglfr.data.store import Store
+    from kglfr.eval.report import format_table, write_result
     from kglfr.train.checkpoint import load_model
     from kglfr.train.evaluator import check_protocols, evaluate_model
 

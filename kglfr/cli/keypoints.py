@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from kglfr.cli import add_command
-from kglfr.data.store import Store
+from kglfr.cli import add_command, fraction, positive_int
 from kglfr.errors import KglfrError, StoreError
-from kglfr.keypoints.backends import backend_names
-from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, build_cache, build_pose_backend, format_summary
-from kglfr.keypoints.skeleton import VALID_THRESHOLD
+from kglfr.keypoints.coco import VALID_THRESHOLD
+
+# The registered pose backends (kglfr.keypoints.backends), named here so that --help does not import
+# them (torch); tests/test_cli.py checks that they agree. An unknown name is refused by the registry.
+BACKEND_NAMES = ("blazepose", "hrnet", "oracle")
 
 EXAMPLES = """
   kglfr keypoints --store stores/sysu --backend hrnet --weights pose_hrnet_w32_256x192.pth --device cuda
@@ -35,19 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "keypoints",
         "Run a pose backend over a prepared store and cache the 13 heatmaps, keypoints and part centres "
-        "in STORE/keypoints (resumes an interrupted run).",
+        "in STORE/keypoints/BACKEND (resumes an interrupted run; caches of other backends are kept).",
         EXAMPLES,
     )
     p.add_argument("--store", help="prepared store (from 'kglfr prepare')")
-    p.add_argument("--backend", help=f"pose backend: {', '.join(backend_names()) or 'none found'}")
+    p.add_argument("--backend", help=f"pose backend: {', '.join(BACKEND_NAMES)}")
     p.add_argument("--weights", default=None,
                    help="weights file of the pose network (hrnet: .pth; blazepose: .tflite, optional)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per backend call (default 32)")
-    p.add_argument("--heatmap-size", type=_size, default=DEFAULT_HEATMAP_HW, metavar="HxW",
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per backend call (default 32)")
+    p.add_argument("--heatmap-size", type=_size, default=None, metavar="HxW",
                    help="size of the cached heatmaps (default 32x16)")  # fmt: skip
-    p.add_argument("--threshold", type=float, default=VALID_THRESHOLD,
-                   help=f"keypoint confidence a part needs to be valid (default {VALID_THRESHOLD})")  # fmt: skip
+    p.add_argument("--threshold", type=fraction, default=VALID_THRESHOLD,
+                   help=f"keypoint confidence a part needs to be valid, 0..1 (default {VALID_THRESHOLD})")  # fmt: skip
     p.add_argument("--head", choices=("max", "sum"), default="max", help="head heatmap from the face maps")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.data.store import Store
+    from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, build_cache, build_pose_backend, format_summary
+
     if args.fetch_model:
         from kglfr.keypoints.weights import fetch_blazepose_model
 
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     result = build_cache(
         store,
         backend,
-        heatmap_size=args.heatmap_size,
+        heatmap_size=args.heatmap_size or DEFAULT_HEATMAP_HW,
         batch_size=args.batch_size,
         threshold=args.threshold,
         head=args.head,

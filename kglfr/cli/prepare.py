@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kglfr.cli import add_command, positive_int
+from kglfr.cli import add_command, int_range, positive_int
 from kglfr.data.datasets import dataset_names, load_dataset
-from kglfr.data.store import prepare_store
 
 EXAMPLES = """
   kglfr prepare --dataset sysu --root ~/data/SYSU-MM01 --out stores/sysu
@@ -22,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, choices=dataset_names(), help="dataset layout of --root")
     p.add_argument("--root", required=True, help="folder of the dataset as downloaded")
     p.add_argument("--out", required=True, help="store folder to create")
-    p.add_argument("--height", type=positive_int, default=288, help="stored image height (default 288)")
-    p.add_argument("--width", type=positive_int, default=144, help="stored image width (default 144)")
+    p.add_argument("--height", type=int_range(16, 2048), default=288, help="image height, 16..2048 (default 288)")
+    p.add_argument("--width", type=int_range(16, 2048), default=144, help="image width, 16..2048 (default 144)")
     p.add_argument("--trial", type=positive_int, default=1, help="RegDB trial whose split is the default (default 1)")
     p.add_argument("--test-fraction", type=float, default=0.5, help="custom: share of identities for testing")
     p.add_argument("--split-seed", type=int, default=0, help="custom: seed of the identity split")
@@ -43,6 +42,8 @@ def dataset_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.data.store import prepare_store
+
     dataset = load_dataset(args.dataset, args.root, **dataset_options(args))
     print(dataset.summary())
     store, bad = prepare_store(

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from kglfr.cli import add_command
-from kglfr.data.synth import DEFAULTS, synthesize
+
+# The defaults of kglfr.data.synth.DEFAULTS, for --help without importing the generator (cv2);
+# tests/test_cli.py checks that they agree.
+HELP_DEFAULTS = {
+    "sysu": {"ids": 40, "images_per_camera": 4, "height": 288, "width": 144},
+    "regdb": {"ids": 40, "images_per_camera": 4, "height": 128, "width": 64},
+}
 
 EXAMPLES = """
   kglfr synth --layout sysu --out runs/synth-sysu                  # 40 ids, 4 images per camera, 288x144
@@ -16,7 +22,7 @@ EXAMPLES = """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s, r = DEFAULTS["sysu"], DEFAULTS["regdb"]
+    s, r = HELP_DEFAULTS["sysu"], HELP_DEFAULTS["regdb"]
     p = add_command(
         sub,
         "synth",
@@ -61,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.data.synth import synthesize
+
     summary = synthesize(
         args.out,
         layout=args.layout,

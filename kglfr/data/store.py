@@ -4,7 +4,7 @@ Layout of a store folder::
 
     manifest.json   what was prepared: dataset, source root, size, one entry per image
     images.u8       N x H x W x 3 uint8 RGB, C order, memory-mapped
-    keypoints/      added by ``kglfr keypoints`` (heatmaps and part centres beside the pixels)
+    keypoints/      added by ``kglfr keypoints``: one folder per pose backend (heatmaps, part centres)
 
 Each manifest entry keeps the source file's size and mtime, so a store whose dataset changed is
 detected and refused. Training reads batches from here, never from JPEGs.
@@ -30,7 +30,7 @@ from PIL import Image
 from kglfr.data.datasets.base import VIDataset
 from kglfr.data.records import ImageRecord, Modality
 from kglfr.errors import StoreError
-from kglfr.io import write_json_atomic
+from kglfr.io import allocate, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 PIXELS = "images.u8"
 REQUIRED_KEYS = ("dataset", "root", "trial", "height", "width", "count", "records", "trial_splits", "skipped")
+MAX_SIDE = 2048  # largest stored image height or width
 RECORD_KEYS = ("relpath", "pid", "camera", "modality", "source_hw", "size", "mtime_ns")
 
 
@@ -116,6 +117,15 @@ class Store:
         if missing:
             raise StoreError(f"{manifest_path} is damaged (no {', '.join(missing)}); re-run 'kglfr prepare'")
         n, h, w = int(manifest["count"]), int(manifest["height"]), int(manifest["width"])
+        columns = {f"records.{k}": manifest["records"][k] for k in RECORD_KEYS}
+        columns.update({f"trial_splits.{t}": v for t, v in manifest["trial_splits"].items()})
+        short = [f"{k} has {len(v) if isinstance(v, list) else 'no list'}" for k, v in columns.items()
+                 if not isinstance(v, list) or len(v) != n]  # fmt: skip
+        if short:
+            raise StoreError(
+                f"{manifest_path} is damaged (count is {n} but {', '.join(short[:3])}"
+                f"{' ...' if len(short) > 3 else ''}); re-run 'kglfr prepare --force'"
+            )
         pixels = path / PIXELS
         expected = n * h * w * 3
         if not pixels.is_file() or pixels.stat().st_size != expected:
@@ -204,7 +214,7 @@ class Store:
         if changed:
             raise StoreError(
                 f"store {self.path} is stale: {len(changed)} source images changed or vanished since it was "
-                f"prepared (e.g. {changed[0]}); re-run 'kglfr prepare --force'"
+                f"prepared (e.g. {changed[0]}); re-run 'kglfr prepare' with the same options to update it"
             )
 
 
@@ -286,6 +296,9 @@ def prepare_store(
     Corrupt images raise ``StoreError`` naming every bad file, or are skipped with ``skip_bad``.
     """
     out = Path(out).expanduser()
+    for name, value in (("height", height), ("width", width)):
+        if not 1 <= int(value) <= MAX_SIDE:
+            raise StoreError(f"image {name} {value} is out of range; choose 1..{MAX_SIDE} (288x144 is the default)")
     root = dataset.root.resolve()
     stats = _source_stats(dataset)
     fingerprint = listing_fingerprint([r.relpath for r in dataset.records], stats) + f":{height}x{width}"
@@ -300,16 +313,49 @@ def prepare_store(
             )
 
     partial = out.with_name(out.name + ".partial")
+    _recover_keypoints(partial, out)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    try:
+        bad = _build(dataset, root, partial, stats, fingerprint, height, width, skip_bad, workers, progress)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # no half-written store is left behind
+        raise
+    _swap_in(partial, out)
+    return Store.open(out, check_sources=False), bad
+
+
+def _recover_keypoints(partial: Path, out: Path) -> None:
+    """A run that stopped between moving the old store's keypoint cache into ``partial`` and the swap
+    left the cache there: move it back before ``partial`` is cleared."""
+    if (partial / "keypoints").is_dir() and out.is_dir() and not (out / "keypoints").exists():
+        os.replace(partial / "keypoints", out / "keypoints")
+        log.warning("recovered the keypoint cache of %s from an interrupted prepare", out)
+
+
+def _build(
+    dataset: VIDataset,
+    root: Path,
+    partial: Path,
+    stats: list[tuple[int, int]],
+    fingerprint: str,
+    height: int,
+    width: int,
+    skip_bad: bool,
+    workers: int | None,
+    progress: bool,
+) -> list[BadImage]:
+    """Decode the images into ``partial`` and write its manifest (``prepare_store``'s work)."""
     records = dataset.records
     n = len(records)
-    mm = np.memmap(partial / PIXELS, dtype=np.uint8, mode="w+", shape=(max(n, 1), height, width, 3))
+    shape = (max(n, 1), height, width, 3)
+    out = partial.with_name(partial.name.removesuffix(".partial"))
+    allocate(partial / PIXELS, int(np.prod(shape)), f"store {out} ({n} images of {height}x{width})")
+    mm = np.memmap(partial / PIXELS, dtype=np.uint8, mode="r+", shape=shape)
     source_hw = np.zeros((n, 2), dtype=np.int64)
     t0 = time.perf_counter()
     bad = _decode_into(records, root, mm, source_hw, workers or min(4, os.cpu_count() or 1), progress)
     if bad and not skip_bad:
-        shutil.rmtree(partial, ignore_errors=True)
         listing = "; ".join(f"{b.relpath} ({b.reason})" for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise StoreError(
             f"{len(bad)} unreadable image(s) in {root}: {listing}. Fix or remove them, or pass --skip-bad"
@@ -354,10 +400,9 @@ def prepare_store(
         "skipped": [b.__dict__ for b in bad],
     }
     write_json_atomic(partial / MANIFEST, manifest)
-    _swap_in(partial, out)
     dt = time.perf_counter() - t0
-    log.info("prepared %d images into %s in %.1f s (%.0f images/s)", count, out, dt, n / max(dt, 1e-9))
-    return Store.open(out, check_sources=False), bad
+    log.info("prepared %d images in %.1f s (%.0f images/s)", count, dt, n / max(dt, 1e-9))
+    return bad
 
 
 def _decode_into(

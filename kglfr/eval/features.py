@@ -16,9 +16,10 @@ Files are read with ``allow_pickle=False``: ``paths`` must be a string array, no
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ class FeatureSet:
     paths: np.ndarray  # str
     modalities: np.ndarray | None = None  # int8, 0 visible / 1 infrared
     source: str = "features"
+    sha256: str | None = None  # of the file it was read from
 
     def __len__(self) -> int:
         return len(self.pids)
@@ -131,8 +133,17 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
         raise FeatureFileError(f"{source} is not a readable .npz file: {e}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise FeatureFileError(f"{source} is not a readable .npz file: {e}") from None
-    return check_features(arrays["feats"], arrays["pids"], arrays["cams"], arrays["paths"],
-                          arrays.get("modalities"), source)
+    fs = check_features(arrays["feats"], arrays["pids"], arrays["cams"], arrays["paths"],
+                        arrays.get("modalities"), source)
+    return replace(fs, sha256=file_sha256(path))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_features(path: str | os.PathLike, feats, pids, cams, paths, modalities=None) -> Path:

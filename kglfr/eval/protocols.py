@@ -255,8 +255,12 @@ def check_cameras(protocol: Protocol, cams: np.ndarray, modality: np.ndarray, so
     cameras the dataset does not (features of another dataset?)."""
     foreign = sorted(set(np.unique(cams).tolist()) - set(DATASET_CAMERAS[protocol.dataset]))
     if foreign:
-        log.warning("%s: %s has images from camera(s) %s, which %s does not have; they are not used",
-                    protocol.name, source, ", ".join(map(str, foreign)), protocol.title.split()[0])
+        known = ", ".join(map(str, DATASET_CAMERAS[protocol.dataset]))
+        raise ProtocolError(
+            f"{source} has images from camera(s) {', '.join(map(str, foreign))}, which "
+            f"{protocol.title.split()[0]} does not have (its cameras: {known}); are these features of "
+            f"another dataset? Choose the --protocol of the dataset they were extracted from"
+        )
     for role, image_set in (("query", protocol.query), ("gallery", protocol.gallery)):
         present = set(np.unique(cams[modality == image_set.modality]).tolist())
         missing = [c for c in image_set.cameras if c not in present]
@@ -274,6 +278,39 @@ def check_cameras(protocol: Protocol, cams: np.ndarray, modality: np.ndarray, so
                         ", ".join(map(str, missing)), role)
 
 
+# Sizes of the official test sets: (identities, queries, gallery images per trial, single-shot).
+# A different size is only warned about: synthetic and custom test sets are smaller.
+OFFICIAL_SIZES = {
+    "sysu-all": (96, 3803, 301),
+    "sysu-indoor": (96, 3803, 112),
+    "regdb-v2i": (206, 2060, 2060),
+    "regdb-i2v": (206, 2060, 2060),
+}
+
+
+def check_sizes(protocol: Protocol, pids: np.ndarray, q: np.ndarray, g: np.ndarray, shots: int, source: str) -> None:
+    """Warn when a trial's test set differs in size from the official one of the protocol."""
+    if protocol.name not in OFFICIAL_SIZES or shots != 1:  # multi-shot: groups may hold fewer than 10
+        return
+    ids, nq, ng = OFFICIAL_SIZES[protocol.name]
+    got = (len(np.unique(pids[np.concatenate([q, g])])), len(q), len(g))
+    if got != (ids, nq, ng):
+        log.warning("%s: %s has %d identities, %d queries and %d gallery images per trial; the official test "
+                    "set has %d, %d and %d, so the numbers do not compare with published ones",
+                    protocol.name, source, *got, ids, nq, ng)  # fmt: skip
+
+
+def check_feature_values(feats: np.ndarray, source: str) -> None:
+    """Warn about features that cannot rank anything: zero vectors, or the same vector for every image."""
+    zero = np.flatnonzero(~np.any(feats != 0, axis=1))
+    if len(zero):
+        log.warning("%s: %d of %d feature vectors are all zero (their distances are meaningless); "
+                    "was the model run on these images?", source, len(zero), len(feats))  # fmt: skip
+    if len(feats) > 1 and np.all(feats == feats[0]):
+        log.warning("%s: every image has the same feature vector; the ranking is arbitrary "
+                    "(an untrained or broken model?)", source)  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------
 # Running the trials
 
@@ -285,6 +322,7 @@ class TrialResult:
     num_query: int
     num_gallery: int
     source: str
+    sha256: str | None = None  # of the features file, when read from one
 
 
 @dataclass
@@ -363,6 +401,7 @@ def evaluate_protocol(
         if id(fs) not in cache:
             modality = image_modalities(protocol.dataset, fs.cams, fs.paths, fs.modalities)
             check_cameras(protocol, fs.cams, modality, fs.source)
+            check_feature_values(fs.feats, fs.source)
             plan = TrialPlan.build(protocol, fs.pids, fs.cams, fs.paths, modality)
             feats = M.prepare(fs.feats, distance)  # normalised once for every trial
             # the sides that are not drawn are the same every trial: gather their features once
@@ -373,6 +412,8 @@ def evaluate_protocol(
         if not len(q) or not len(g):
             raise ProtocolError(f"{protocol.name}: {fs.source} gives an empty "
                                 f"{'query set' if not len(q) else 'gallery'}")
+        if trial == runs[0][0] or protocol.trial_per_file:
+            check_sizes(protocol, fs.pids, q, g, shots, fs.source)
         qf = feats[q] if q_fixed is None else q_fixed
         gf = feats[g] if g_fixed is None else g_fixed
         try:
@@ -389,7 +430,7 @@ def evaluate_protocol(
                 f"{protocol.name} trial {trial}: no query identity has a gallery image in "
                 f"{fs.source}; are these the test images of this dataset?"
             ) from None
-        result.trials.append(TrialResult(trial, metrics, len(q), len(g), fs.source))
+        result.trials.append(TrialResult(trial, metrics, len(q), len(g), fs.source, fs.sha256))
     _warn_without_positive(result)
     return result
 

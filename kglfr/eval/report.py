@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kglfr import __version__
 from kglfr.eval.metrics import METRIC_KEYS
 from kglfr.eval.protocols import ProtocolResult
 from kglfr.io import write_json_atomic
@@ -18,7 +19,8 @@ def result_to_dict(result: ProtocolResult) -> dict:
 
     Besides the metrics: the protocol's title, shot setting, trial ids (gallery seeds, or RegDB
     trial numbers), whether re-ranking was used (and its parameters), the distance, and per trial
-    the query and gallery sizes, the queries without a true match, and the features file."""
+    the query and gallery sizes, the queries without a true match, and the features file (path and
+    sha256); and the kglfr version."""
     rerank = result.rerank
     return {
         "protocol": result.protocol.name,
@@ -37,6 +39,8 @@ def result_to_dict(result: ProtocolResult) -> dict:
         "num_gallery": [t.num_gallery for t in result.trials],
         "queries_without_positive": [t.metrics.num_without_positive for t in result.trials],
         "features": [t.source for t in result.trials],
+        "features_sha256": [t.sha256 for t in result.trials],
+        "kglfr_version": __version__,
         "note": result.protocol.note or None,
     }
 

@@ -1,6 +1,7 @@
 """The keypoint cache: the 13 heatmaps, keypoints and part centres of every image of a prepared store.
 
-``kglfr keypoints`` runs a pose backend once over a store and writes ``STORE/keypoints/``::
+``kglfr keypoints`` runs a pose backend once over a store and writes ``STORE/keypoints/BACKEND/``
+(caches of several backends are kept side by side)::
 
     meta.json      what was cached: store key, backend + identity, sizes, threshold, completeness
     heatmaps.u8    N x 13 x h x w uint8   the 13 heatmaps at a compact size (default 32 x 16), each
@@ -23,7 +24,10 @@ instead of two gives 0.018. Transforming at 32 x 16 and resizing after, bilinear
 18 x 9 cache 0.375.
 
 The cache is keyed to the store (its source-file fingerprint, image list and size) and to the
-backend's ``identity()`` (name, weights hash, options). ``KeypointCache.open`` refuses a cache that is
+backend's ``identity()`` (name, weights hash, options). ``KeypointCache.open(store)`` opens the only
+cache of the store, or the most recently finished one; ``backend="x"`` that backend's. A cache written
+before caches were kept per backend (the files directly in ``STORE/keypoints/``) is read where it is,
+and moved into its backend's folder by the next ``build_cache``. ``KeypointCache.open`` refuses a cache that is
 stale, incomplete, of another backend or damaged (sizes, checksum), saying to re-run ``kglfr keypoints``.
 An interrupted run resumes where it stopped: the data are written into memory maps, flushed, and only
 then marked in ``done.u8``; ``meta.json`` is always replaced atomically.
@@ -31,9 +35,12 @@ then marked in ``done.u8``; ``meta.json`` is always replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +51,7 @@ import numpy as np
 from kglfr.data.records import Modality
 from kglfr.data.store import Store
 from kglfr.errors import KglfrError, StoreError
-from kglfr.io import write_json_atomic
+from kglfr.io import allocate, check_free_space, write_json_atomic
 from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, build_backend
 from kglfr.keypoints.heatmaps import dequantise, quantise, resize_maps
 from kglfr.keypoints.skeleton import (
@@ -98,6 +105,64 @@ def store_key(store: Store) -> str:
     for rel in store.relpaths:
         h.update(rel.encode() + b"\n")
     return h.hexdigest()
+
+
+def cache_folder(store: Store, backend: str) -> Path:
+    """The folder of ``backend``'s cache in ``store``: ``STORE/keypoints/BACKEND``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", backend):
+        raise KglfrError(f"pose backend name {backend!r} cannot name a cache folder; use letters, digits, _ . -")
+    return store.path / FOLDER / backend
+
+
+def cache_backends(store: Store) -> list[str]:
+    """The backends with a keypoint cache (complete or not) in ``store``, sorted."""
+    root = store.path / FOLDER
+    names = {d.name for d in root.iterdir() if d.is_dir() and (d / META).is_file()} if root.is_dir() else set()
+    if (root / META).is_file():  # an old single-folder cache
+        names.add(str((_read_meta(root) or {}).get("backend", "unknown")))
+    return sorted(names)
+
+
+def _find_folder(store: Store, backend: str | None) -> Path | None:
+    """The cache folder ``KeypointCache.open`` reads: ``backend``'s, or the only / most recently
+    finished one; None if the store has none."""
+    root = store.path / FOLDER
+    if (root / META).is_file():  # written before caches were kept per backend: read in place
+        meta = _read_meta(root)
+        if backend is None or (meta or {}).get("backend") == backend:
+            return root
+    if backend is not None:
+        folder = cache_folder(store, backend)
+        return folder if (folder / META).is_file() else None
+    if not root.is_dir():
+        return None
+    found = [d for d in root.iterdir() if d.is_dir() and (d / META).is_file()]
+    if not found:
+        return None
+    complete = [d for d in found if (_read_meta(d) or {}).get("complete")] or found
+    pick = max(complete, key=lambda d: ((d / META).stat().st_mtime_ns, d.name))
+    if len(complete) > 1:
+        log.info("store %s has keypoint caches of %s; using %s, the most recent (choose one with backend=...)",
+                 store.path, ", ".join(sorted(d.name for d in complete)), pick.name)  # fmt: skip
+    return pick
+
+
+def _migrate_legacy(store: Store) -> None:
+    """Move an old single-folder cache (files directly in ``STORE/keypoints``) into its backend's folder;
+    ``meta.json`` last, so an interrupted move is finished by the next call."""
+    root = store.path / FOLDER
+    if not (root / META).is_file():
+        return
+    name = str((_read_meta(root) or {}).get("backend") or "unknown")
+    try:
+        target = cache_folder(store, name)
+    except KglfrError:
+        target = root / "unknown"
+    target.mkdir(parents=True, exist_ok=True)
+    files = sorted((p for p in root.iterdir() if p.is_file()), key=lambda p: p.name == META)
+    for p in files:
+        os.replace(p, target / p.name)
+    log.info("moved the keypoint cache of %s into %s (caches are now kept per backend)", name, target)
 
 
 def _open_store(store: Store | str | Path) -> Store:
@@ -173,16 +238,23 @@ class KeypointCache:
         threshold: float | None = None,
         verify: bool = True,
     ) -> KeypointCache:
-        """Open ``STORE/keypoints``; refuse it unless it is complete and matches the store.
+        """Open a keypoint cache of ``store``; refuse it unless it is complete and matches the store.
 
-        ``backend`` / ``identity``: also refuse a cache made by another backend or backend identity
+        ``backend``: open that backend's cache (``STORE/keypoints/BACKEND``); None: the only one, or the
+        most recently finished one. ``identity``: also refuse a cache made by another backend identity
         (weights). ``threshold``: recompute part validity at this confidence threshold instead of the
         one the cache was built with. ``verify``: check the data files' checksum (one read of the files).
         """
         store = _open_store(store)
-        folder = store.path / FOLDER
+        folder = _find_folder(store, backend)
         rerun = _rerun(store, backend)
-        if not (folder / META).is_file():
+        if folder is None:
+            others = cache_backends(store)
+            if backend is not None and others:
+                raise KglfrError(
+                    f"store {store.path} has no keypoint cache of backend {backend!r} (it has {', '.join(others)}); "
+                    f"run 'kglfr keypoints --store {store.path} --backend {backend}'"
+                )
             raise KglfrError(f"store {store.path} has no keypoint cache; run 'kglfr keypoints --store {store.path} "
                              f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
         meta = _read_meta(folder)
@@ -336,8 +408,11 @@ def build_cache(
                          f"the cache allows {MAX_BYTES_PER_IMAGE}")  # fmt: skip
     if batch_size < 1:
         raise KglfrError("--batch-size must be at least 1")
-    folder = store.path / FOLDER
-    folder.mkdir(exist_ok=True)
+    if not np.isfinite(threshold) or threshold < 0:
+        raise KglfrError(f"the confidence threshold must be a number from 0 to 1, got {threshold}")
+    _migrate_legacy(store)
+    folder = cache_folder(store, backend.name)
+    folder.mkdir(parents=True, exist_ok=True)
     want = {
         "format": FORMAT,
         "version": VERSION,
@@ -372,14 +447,9 @@ def build_cache(
     if not resumed:
         if old is not None and not same and not damaged:
             log.info("replacing keypoint cache %s (%s, %s)", folder, old.get("backend"), old.get("identity"))
-        (folder / "done.u8").unlink(missing_ok=True)
-        (folder / SUMMARY).unlink(missing_ok=True)
-        write_json_atomic(folder / META, {**want, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        for a in _memmaps(folder, n, hw, "w+").values():
-            a.flush()
-        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="w+", shape=(n,))
-        done.flush()
+        _allocate_files(folder, n, hw, want)
         meta = _read_meta(folder)
+        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
     else:
         meta = old
         done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
@@ -426,6 +496,36 @@ def build_cache(
     arrays.clear()
     cache, summary = _finish(store, folder, meta)
     return BuildResult(cache, summary, len(todo), resumed)
+
+
+def _allocate_files(folder: Path, n: int, hw: tuple[int, int], want: dict) -> None:
+    """Start a new cache: ``meta.json`` marked incomplete and zeroed data files with their disk space
+    reserved (a full disk is refused here, saying how much is needed, and leaves no files behind)."""
+    files = [folder / a.file for a in _arrays(hw).values()] + [folder / "done.u8"]
+    replaced = sum(p.stat().st_size for p in files if p.is_file())
+    try:
+        check_free_space(folder, max(n * bytes_per_image(hw) - replaced, 0), f"the keypoint cache of {n} images")
+    except KglfrError:
+        _remove_if_empty(folder)
+        raise
+    (folder / "done.u8").unlink(missing_ok=True)
+    (folder / SUMMARY).unlink(missing_ok=True)
+    write_json_atomic(folder / META, {**want, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    try:
+        for a in _arrays(hw).values():
+            allocate(folder / a.file, n * np.dtype(a.dtype).itemsize * int(np.prod(a.shape)),
+                     f"the keypoint cache of {n} images")  # fmt: skip
+        allocate(folder / "done.u8", n, f"the keypoint cache of {n} images")
+    except BaseException:
+        for p in [*files, folder / META]:
+            p.unlink(missing_ok=True)
+        _remove_if_empty(folder)
+        raise
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: another file is there
+        folder.rmdir()
 
 
 def _finish(store: Store, folder: Path, meta: dict) -> tuple[KeypointCache, dict]:

@@ -69,3 +69,6 @@ SKELETON = (
     (0, 1), (0, 2), (1, 2), (1, 3), (3, 5), (2, 4), (4, 6),
     (1, 7), (2, 8), (7, 8), (7, 9), (9, 11), (8, 10), (10, 12),
 )  # fmt: skip
+
+# Keypoint confidence a part's keypoints need for the part to be valid (kglfr.keypoints.skeleton).
+VALID_THRESHOLD = 0.3

@@ -47,6 +47,7 @@ from kglfr.keypoints.coco import (
     PART_SHORT,
     PARTS,
     SKELETON,
+    VALID_THRESHOLD,
 )
 
 __all__ = [
@@ -81,8 +82,6 @@ def _part_weights() -> np.ndarray:
 PART_WEIGHTS = _part_weights()
 PART_USES = PART_WEIGHTS > 0
 assert np.allclose(PART_WEIGHTS.sum(1), 1.0)
-
-VALID_THRESHOLD = 0.3
 
 Array = np.ndarray | torch.Tensor
 HeadMode = Literal["max", "sum"]

@@ -78,7 +78,7 @@ def require_layout(root: Path, layout: str, required: Sequence[str]) -> Path:
         shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
         raise DatasetError(
             f"{root} does not match the {layout} layout: missing {shown} "
-            f"(expected {', '.join(required[:8])})"
+            f"(expected {', '.join(required)})"
         )
     return root
 

@@ -28,9 +28,16 @@ _CAMERA = re.compile(r"_c(\d+)")
 def load_llcm(root: Path) -> VIDataset:
     root = require_layout(root, "LLCM", ["vis", "nir", *SPLIT_FILES.values()])
     records = []
+    listed_in: dict[str, str] = {}
     for (split, mod), name in SPLIT_FILES.items():
         path = root / name
         for lineno, (relpath, _label) in enumerate(read_list_file(path), 1):
+            if relpath in listed_in:
+                raise DatasetError(
+                    f"{path}:{lineno}: {relpath} is already listed in {listed_in[relpath]}; "
+                    "an image belongs to one split file, once: fix the split files"
+                )
+            listed_in[relpath] = f"{path}:{lineno}"
             parts = relpath.split("/")
             cam = _CAMERA.search(parts[-1])
             if len(parts) < 2 or not parts[-2].isdigit() or cam is None:

@@ -7,12 +7,15 @@ it is the same in every trial; camera 1 is visible and 2 thermal.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from kglfr.data.datasets import register
 from kglfr.data.datasets.base import VIDataset, read_list_file, require_files, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
 from kglfr.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 CAMERA = {Modality.VISIBLE: 1, Modality.INFRARED: 2}
 _NAMES = {Modality.VISIBLE: "visible", Modality.INFRARED: "thermal"}
@@ -38,14 +41,35 @@ def load_regdb(root: Path, trial: int = 1) -> VIDataset:
     root = require_layout(root, "RegDB", ["Visible", "Thermal", "idx"] + [
         str(p.relative_to(root)) for p in _trial_files(Path(root), trial).values()
     ])
-    trials = [t for t in range(1, 11) if all(p.exists() for p in _trial_files(root, t).values())]
+    trials = []
+    for t in range(1, 11):
+        files = _trial_files(root, t).values()
+        missing = [p for p in files if not p.exists()]
+        if len(missing) == len(files):
+            continue
+        if missing:
+            raise DatasetError(
+                f"RegDB trial {t} is incomplete: split file {', '.join(map(str, missing))} is missing "
+                f"(each trial needs {', '.join(p.name for p in files)}); restore it or remove the trial's files"
+            )
+        trials.append(t)
     if trial not in trials:
         raise DatasetError(f"RegDB trial {trial} has no complete split files in {root / 'idx'}; found {trials}")
+    if len(trials) < 10:
+        log.warning("RegDB at %s: only trials %s have split files (the official release has 1..10)", root, trials)
     per_trial: dict[int, dict[str, tuple[int, Modality, str]]] = {}
     for t in trials:
         entries: dict[str, tuple[int, Modality, str]] = {}
+        listed_in: dict[str, Path] = {}
         for (split, mod), path in _trial_files(root, t).items():
             for relpath, label in read_list_file(path):
+                if relpath in listed_in:
+                    raise DatasetError(
+                        f"{path}: {relpath} is also listed in {listed_in[relpath]}"
+                        + (" (twice)" if listed_in[relpath] == path else "")
+                        + "; an image belongs to one split file: fix the split files"
+                    )
+                listed_in[relpath] = path
                 entries[relpath] = (_pid_of(relpath, label, path), mod, split)
         per_trial[t] = entries
     paths = sorted(per_trial[trial])

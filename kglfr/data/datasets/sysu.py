@@ -6,11 +6,15 @@ visible, 3 and 6 infrared. Training identities are train + val (395), as every p
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from kglfr.data.datasets import register
 from kglfr.data.datasets.base import VIDataset, list_images, read_id_list, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
+from kglfr.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 VISIBLE_CAMERAS = (1, 2, 4, 5)
 INFRARED_CAMERAS = (3, 6)
@@ -21,8 +25,25 @@ SPLIT_FILES = ("exp/train_id.txt", "exp/val_id.txt", "exp/test_id.txt")
 def load_sysu(root: Path) -> VIDataset:
     required = [f"cam{c}" for c in range(1, 7)] + list(SPLIT_FILES)
     root = require_layout(root, "SYSU-MM01", required)
-    train_ids = set(read_id_list(root / SPLIT_FILES[0])) | set(read_id_list(root / SPLIT_FILES[1]))
-    test_ids = set(read_id_list(root / SPLIT_FILES[2]))
+    lists = {name: set(read_id_list(root / name)) for name in SPLIT_FILES}
+    test_ids = lists[SPLIT_FILES[2]]
+    for name in SPLIT_FILES[:2]:
+        both = sorted(lists[name] & test_ids)
+        if both:
+            raise DatasetError(
+                f"{root / name} and {root / SPLIT_FILES[2]} both list identit{'y' if len(both) == 1 else 'ies'} "
+                f"{_some(both)}; an identity is either for training or for testing: fix the split files"
+            )
+    train_ids = lists[SPLIT_FILES[0]] | lists[SPLIT_FILES[1]]
+    on_disk = {
+        int(d.name) for cam in range(1, 7) for d in (root / f"cam{cam}").iterdir() if d.is_dir() and d.name.isdigit()
+    }
+    unlisted = sorted(on_disk - train_ids - test_ids)
+    if unlisted:
+        log.warning(
+            "SYSU-MM01 at %s: %d identity folders are in no split file (%s) and are left out: %s",
+            root, len(unlisted), ", ".join(SPLIT_FILES), _some(unlisted),
+        )  # fmt: skip
     records = []
     for cam in range(1, 7):
         modality = Modality.INFRARED if cam in INFRARED_CAMERAS else Modality.VISIBLE
@@ -35,3 +56,7 @@ def load_sysu(root: Path) -> VIDataset:
                 relpath = f"cam{cam}/{pid:04d}/{image.name}"
                 records.append(ImageRecord(relpath, pid, cam, modality, split))
     return VIDataset("sysu", root, records)
+
+
+def _some(ids: list[int], limit: int = 10) -> str:
+    return ", ".join(map(str, ids[:limit])) + (" ..." if len(ids) > limit else "")

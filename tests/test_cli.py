@@ -1,0 +1,35 @@
+"""The ``kglfr`` command itself: --help stays fast (no torch), and the names it lists for --help
+without importing the heavy modules agree with those modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_building_the_parser_does_not_import_torch_or_the_heavy_modules():
+    code = (
+        "import sys, kglfr.cli; kglfr.cli.build_parser(); "
+        "heavy = [m for m in ('torch', 'cv2', 'kglfr.eval', 'kglfr.data.store', 'kglfr.keypoints.cache') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""})  # fmt: skip
+    assert out.stdout.strip() == "", f"imported on --help: {out.stdout.strip()}"
+
+
+def test_help_names_agree_with_the_modules():
+    from kglfr.cli import evaluate, keypoints, synth
+    from kglfr.data.synth import DEFAULTS
+    from kglfr.eval.metrics import DISTANCES
+    from kglfr.eval.protocols import PROTOCOLS
+    from kglfr.keypoints.backends import backend_names
+    from kglfr.keypoints.skeleton import VALID_THRESHOLD
+
+    assert synth.HELP_DEFAULTS == DEFAULTS
+    assert evaluate.DISTANCES == DISTANCES and list(evaluate.PROTOCOL_HELP) == list(PROTOCOLS)
+    assert sorted(keypoints.BACKEND_NAMES) == sorted(backend_names())
+    assert keypoints.VALID_THRESHOLD == VALID_THRESHOLD
