@@ -51,7 +51,8 @@ def tiny(store, *extra: str):
 @pytest.fixture(scope="module")
 def full_run(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "full"
-    res = train(tiny(store), out, progress=False)
+    # evaluating on the way must not change the weights: the resume tests compare against this run
+    res = train(tiny(store, "train.eval_every=1", "eval.report_epoch=best"), out, progress=False)
     return out, res
 
 
@@ -79,6 +80,10 @@ def test_a_run_leaves_config_checkpoint_metrics_and_results(full_run):
     s = res.summary["protocols"]["sysu-all"]
     assert 0 <= s["bn"]["mean"]["rank1"] <= 100 and s["chance_rank1"] == pytest.approx(100 / 6)
     assert "| sysu-all | BN |" in (out / "report.md").read_text()
+    assert sum('"type": "eval"' in x for x in lines) == 4  # 2 protocols x (epoch 1, the end)
+    best = res.summary["best_epoch_on_test_set"]["sysu-all"]
+    assert best["epoch"] in (1, 2) and "optimistic" in best["note"]
+    assert res.summary["report_epoch"] == "last" and res.summary["feature_headline"] == "bn"
     model, data = load_model(out / "checkpoint.pt")
     assert not model.training and data["num_classes"] == len(data["label_pids"])
 
@@ -164,3 +169,24 @@ def test_ddp_two_processes_on_the_cpu(store, tmp_path):
     ck = load_checkpoint(out / "checkpoint.pt")
     assert ck["epoch"] == 1
     assert "DDP 2 processes" in (out / "train.log").read_text()
+
+
+def test_sigterm_saves_the_step_and_exits_cleanly(store, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "kglfr", "train", "--config", "sysu/kglfr", "--out", str(out), "--no-progress",
+           f"data.store={store}", *TINY, "train.iters_per_epoch=400", "train.threads=1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and metrics.read_text().count('"type": "step"') >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGTERM: saved" in err and f"kglfr train --resume {out}" in err
+    ck = load_checkpoint(out / "checkpoint.pt")
+    assert ck["epoch"] == 0 and ck["step"] >= 2
