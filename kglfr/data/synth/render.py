@@ -149,6 +149,7 @@ class _Painter:
                 Material.LOWER: ident.lower.thermal + j[3],
                 Material.SHOES: ident.shoes_thermal + j[4],
                 Material.BAG: ident.bag_thermal + j[5],
+                Material.HAT: ident.hat_thermal + j[5],
                 Material.EYES: ident.skin_thermal + boost + j[0] - 12.0,
             }
             self.levels = {m: np.float32(v * style.heat_gain + style.heat_offset) for m, v in levels.items()}
@@ -158,6 +159,7 @@ class _Painter:
                 Material.HAIR: ident.hair,
                 Material.SHOES: ident.shoes,
                 Material.BAG: ident.bag_color,
+                Material.HAT: ident.hat_color,
                 Material.UPPER: ident.upper.color,
                 Material.LOWER: ident.lower.color,
                 Material.EYES: (35.0, 28.0, 26.0),
