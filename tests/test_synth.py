@@ -13,7 +13,7 @@ from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.data.synth import KEYPOINT_NAMES, SIDECAR_NAME, read_keypoints_sidecar, synthesize
 from kglfr.data.synth.body import SHAPE_ATTRIBUTES, Material, sample_identity, shape_attributes
 from kglfr.data.synth.figure import Pose, build_figure
-from kglfr.data.synth.render import SYSU_CAMERAS, _Painter, draw_figure
+from kglfr.data.synth.render import REGDB_CAMERAS, SYSU_CAMERAS, _Painter, draw_figure
 from kglfr.errors import DatasetError, KglfrError
 
 SYSU = {"ids": 12, "images_per_camera": 2, "height": 96, "width": 48}
@@ -253,6 +253,16 @@ def test_the_same_shape_shows_in_both_modalities_and_skin_is_bright_in_infrared(
     assert ir[upper].std() < 6.0
     if ident.upper.pattern != "plain":
         assert vis[upper].std(axis=0).mean() > 4 * ir[upper].std()
+
+
+def test_near_infrared_shows_garment_lightness_far_infrared_only_heat():
+    """SYSU's near-infrared cameras: light garments tend to show lighter; RegDB's thermal camera: no link."""
+    idents = [sample_identity(0, pid) for pid in range(1, 201)]
+    plain = [i for i in idents if i.upper.pattern == "plain"]
+    lightness = [np.dot(i.upper.color, (0.299, 0.587, 0.114)) for i in plain]
+    for style, low, high in ((SYSU_CAMERAS[3], 0.6, 1.0), (SYSU_CAMERAS[6], 0.6, 1.0), (REGDB_CAMERAS[2], -0.3, 0.3)):
+        levels = [_Painter(i, style, np.random.default_rng(i.pid), 72, 260).levels[Material.UPPER] for i in plain]
+        assert low < np.corrcoef(lightness, levels)[0, 1] < high, style.name
 
 
 # -------------------------------------------------------------------------------------- bad input

@@ -55,7 +55,7 @@ def _infrared(name, scene, wall, floor, **kw) -> CameraStyle:
 
 # Weight of visible lightness in a garment's near-infrared grey level (SYSU cameras 3 and 6). Without
 # it only shape links the modalities and a small CNN trained for minutes matches near chance.
-REFLECTANCE = 0.5
+REFLECTANCE = 0.7
 # SYSU-MM01: cameras 1 and 2 indoor (warm and bright; cool and dim), 4 and 5 outdoor, 3 and 6 infrared.
 SYSU_CAMERAS: dict[int, CameraStyle] = {
     1: _visible("sysu-cam1 indoor", "indoor", (208, 198, 178), (150, 118, 88), (1.06, 1.0, 0.9), 1.0, 0.12),
