@@ -11,8 +11,9 @@ from kglfr.cli import main
 from kglfr.data.datasets import load_dataset
 from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.data.synth import KEYPOINT_NAMES, SIDECAR_NAME, read_keypoints_sidecar, synthesize
-from kglfr.data.synth.body import sample_identity
+from kglfr.data.synth.body import SHAPE_ATTRIBUTES, Material, sample_identity, shape_attributes
 from kglfr.data.synth.figure import Pose, build_figure
+from kglfr.data.synth.render import REGDB_CAMERAS, SYSU_CAMERAS, _Painter, draw_figure
 from kglfr.errors import DatasetError, KglfrError
 
 SYSU = {"ids": 12, "images_per_camera": 2, "height": 96, "width": 48}
@@ -193,6 +194,75 @@ def test_colour_matches_within_visible_but_not_across_modalities(tmp_path, seed)
     print(f"seed {seed}: V->V rank-1 {vv:.3f} ({vv / chance:.1f}x chance), I->V {iv:.3f} ({iv / chance:.1f}x)")
     assert vv > 5 * chance
     assert iv < 2.5 * chance
+
+
+# ------------------------------------------------------------------------------ shape across modalities
+def test_shape_attributes_differ_between_identities():
+    """Sleeves, neckline, top, legwear, shoes, headwear, hair, bag and build: high entropy over identities."""
+    attrs = [shape_attributes(sample_identity(0, pid)) for pid in range(1, 51)]
+    assert len(set(attrs)) >= 48  # nearly every identity has its own combination
+    for k, name in enumerate((*SHAPE_ATTRIBUTES, "build")):
+        _values, counts = np.unique([a[k] for a in attrs], return_counts=True)
+        p = counts / counts.sum()
+        assert -(p * np.log2(p)).sum() > 1.0, name  # every attribute splits the identities
+    # Drawn from the identity alone: the same for every image, camera and modality.
+    assert all(shape_attributes(sample_identity(0, pid)) == attrs[pid - 1] for pid in (1, 17, 50))
+    assert shape_attributes(sample_identity(1, 1)) != attrs[0] or shape_attributes(sample_identity(1, 2)) != attrs[1]
+
+
+class _MaterialPainter:
+    """Paints each material's code (10 x its value), to map which material shows where."""
+
+    def __call__(self, material, x0, y0, h, w):
+        return np.full((1, w), 10.0 * int(material), np.float32)
+
+
+def _draw(ident, pose, painter, H=288, W=144, channels=None):
+    figure = build_figure(ident, pose, cx=W / 2, top=12, scale=0.9 * H)
+    img = np.full((H, W) if channels is None else (H, W, channels), -1e5, np.float32)
+    draw_figure(img, figure, painter)
+    return img
+
+
+@pytest.mark.parametrize("pid", range(1, 9))
+def test_the_same_shape_shows_in_both_modalities_and_skin_is_bright_in_infrared(pid):
+    ident = sample_identity(0, pid)
+    pose = Pose("front", 0.2, phase=1.0, stride=0.3, arm_swing=0.3, abduction=0.1, roll=0.0)
+    cx, scale = 72, 0.9 * 288
+    vis = _draw(ident, pose, _Painter(ident, SYSU_CAMERAS[1], np.random.default_rng(0), cx, scale), channels=3)
+    ir = _draw(ident, pose, _Painter(ident, SYSU_CAMERAS[3], np.random.default_rng(0), cx, scale))
+    codes = _draw(ident, pose, _MaterialPainter())
+    sil_vis, sil_ir = vis.min(axis=2) > -5e4, ir > -5e4
+    assert sil_vis.sum() > 2000 and (sil_vis & sil_ir).sum() / (sil_vis | sil_ir).sum() > 0.995  # one silhouette
+    # Interior pixels of each material (edges blend two materials).
+    material = np.where(np.abs(codes - 10 * np.round(codes / 10)) < 0.5, np.round(codes / 10), -1)
+    interior = cv2.erode((material >= 0).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    skin = interior & (material == Material.SKIN)
+    assert skin.sum() > 150
+    others = [m for m in Material if m not in (Material.SKIN, Material.EYES)]
+    means = {m: ir[interior & (material == m)].mean() for m in others if (interior & (material == m)).sum() > 20}
+    assert ir[skin].mean() > max(means.values()) + 15  # exposed skin is the brightest surface
+    if Material.HAIR in means and ident.hair_length != "buzz":
+        assert means[Material.HAIR] < ir[skin].mean() - 100  # hair is dark
+    # The bright infrared region is where skin shows (the cross-modal cue of what clothes cover).
+    threshold = 0.5 * (ir[skin].mean() + max(means.values()))
+    bright = (ir > threshold) & interior
+    assert (bright & skin).sum() / (bright | skin).sum() > 0.85
+    # Garments: one heat level in infrared whatever their pattern in the visible image.
+    upper = interior & (material == Material.UPPER)
+    assert ir[upper].std() < 6.0
+    if ident.upper.pattern != "plain":
+        assert vis[upper].std(axis=0).mean() > 4 * ir[upper].std()
+
+
+def test_near_infrared_shows_garment_lightness_far_infrared_only_heat():
+    """SYSU's near-infrared cameras: light garments tend to show lighter; RegDB's thermal camera: no link."""
+    idents = [sample_identity(0, pid) for pid in range(1, 201)]
+    plain = [i for i in idents if i.upper.pattern == "plain"]
+    lightness = [np.dot(i.upper.color, (0.299, 0.587, 0.114)) for i in plain]
+    for style, low, high in ((SYSU_CAMERAS[3], 0.6, 1.0), (SYSU_CAMERAS[6], 0.6, 1.0), (REGDB_CAMERAS[2], -0.3, 0.3)):
+        levels = [_Painter(i, style, np.random.default_rng(i.pid), 72, 260).levels[Material.UPPER] for i in plain]
+        assert low < np.corrcoef(lightness, levels)[0, 1] < high, style.name
 
 
 # -------------------------------------------------------------------------------------- bad input

@@ -2,7 +2,10 @@
 
 Lengths are fractions of the person's stature (head top 0, soles 1). Colours are RGB in 0..255;
 ``thermal`` values are the grey level a surface shows in infrared (0..255), drawn independently of
-its colour, so that across modalities only shape, proportions, the bag and the heat pattern match.
+its colour, so that across modalities only the body's shape and proportions and what the clothes
+cover match: sleeves, neckline, top length, legwear, footwear, headwear, hair style and the bag
+(``SHAPE_ATTRIBUTES``), drawn per identity with high entropy so that identities differ. Exposed skin
+shows bright in infrared, hair and hats dark; colour and pattern show in visible images only.
 """
 
 from __future__ import annotations
@@ -38,9 +41,28 @@ class Material(IntEnum):
     SHOES = 4
     BAG = 5
     EYES = 6
+    HAT = 7
 
 
 PATTERNS = ("plain", "stripes", "checks")
+# Shape attributes, drawn per identity and the same in both modalities (skin shows bright in infrared,
+# so what a garment covers is a strong cross-modal cue).
+HAIR_STYLES = ("buzz", "short", "medium", "long", "ponytail", "bun")
+SLEEVES = ("none", "short", "long")
+NECKLINES = ("crew", "v", "scoop", "turtleneck")
+TOPS = ("cropped", "regular", "long", "coat")
+LEGWEAR = ("trousers", "capri", "shorts", "skirt", "long_skirt")
+FOOTWEAR = ("shoes", "boots", "sandals")
+HEADWEAR = ("none", "cap", "beanie", "hat")
+BAGS = ("none", "left", "right", "backpack", "hand_left", "hand_right")
+BUILDS = (0.8, 1.0, 1.25)  # slim, average, heavy (times a small per-identity spread)
+SHAPE_ATTRIBUTES = ("hair_length", "sleeves", "neckline", "top", "legwear", "footwear", "headwear", "bag")
+
+
+def shape_attributes(ident: Identity) -> tuple:
+    """The identity's categorical shape attributes and its build class: what both modalities show."""
+    build = min(range(len(BUILDS)), key=lambda i: abs(BUILDS[i] - ident.build))
+    return (*(getattr(ident, a) for a in SHAPE_ATTRIBUTES), build)
 
 
 @dataclass(frozen=True)
@@ -69,16 +91,25 @@ class Identity:
     skin: RGB
     skin_thermal: float
     hair: RGB
-    hair_length: str  # "short", "medium" or "long"
+    hair_length: str  # one of HAIR_STYLES
+    hair_volume: float  # how far the hair stands off the head (1: close)
     hair_thermal: float
     upper: Garment
-    sleeves: str  # "long" or "short"
+    sleeves: str  # one of SLEEVES
+    neckline: str  # one of NECKLINES
+    top: str  # one of TOPS (how far the top reaches down)
     top_length: float  # how far the top reaches below the hip joints (may be negative)
     lower: Garment
-    legwear: str  # "trousers", "shorts" or "skirt"
+    legwear: str  # one of LEGWEAR
+    fit: float  # extra half width of trousers and sleeves, fraction of stature
     shoes: RGB
     shoes_thermal: float
-    bag: str  # "none", "left", "right" (a shoulder bag on that side of the body) or "backpack"
+    footwear: str  # one of FOOTWEAR
+    headwear: str  # one of HEADWEAR
+    hat_color: RGB
+    hat_thermal: float
+    bag: str  # one of BAGS ("left"/"right": a shoulder bag on that side; "hand_*": carried in that hand)
+    bag_size: float  # multiplies the bag's size
     bag_color: RGB
     bag_thermal: float
     stride: float  # leg swing amplitude, radians
@@ -146,35 +177,55 @@ def sample_identity(seed: int, pid: int) -> Identity:
     t = rng.random() * (len(_SKIN) - 1)
     i = min(int(t), len(_SKIN) - 2)
     skin = tuple(float(a + (b - a) * (t - i)) for a, b in zip(_SKIN[i], _SKIN[i + 1], strict=True))
-    hair_length = str(rng.choice(["short", "medium", "long"], p=[0.2, 0.35, 0.45] if female else [0.8, 0.15, 0.05]))
-    legwear = str(rng.choice(["trousers", "shorts", "skirt"], p=[0.6, 0.15, 0.25] if female else [0.8, 0.2, 0.0]))
-    bag = str(rng.choice(["none", "left", "right", "backpack"], p=[0.5, 0.15, 0.15, 0.2]))
+
+    def pick(values, p=None):
+        return str(values[rng.choice(len(values), p=p)])
+
+    hair_length = pick(
+        HAIR_STYLES, [0.04, 0.12, 0.24, 0.3, 0.18, 0.12] if female else [0.25, 0.5, 0.15, 0.04, 0.04, 0.02]
+    )
+    legwear = pick(LEGWEAR, [0.3, 0.15, 0.15, 0.22, 0.18] if female else [0.55, 0.15, 0.3, 0.0, 0.0])
+    top = pick(TOPS, [0.2, 0.35, 0.25, 0.2])
+    top_length = {"cropped": (-0.02, -0.005), "regular": (0.01, 0.05), "long": (0.08, 0.12), "coat": (0.2, 0.26)}[top]
+    build = BUILDS[rng.integers(len(BUILDS))] * rng.normal(1.0, 0.04)
+    hair_thermal = rng.uniform(35, 75)
+    if hair_length == "buzz":  # the scalp shows through: warmer
+        hair_thermal = rng.uniform(110, 150)
     return Identity(
         pid=pid,
         sex="female" if female else "male",
-        stature=float(np.clip(rng.normal(1.0, 0.035), 0.9, 1.1)),
-        head=float(np.clip(rng.normal(0.13, 0.006), 0.115, 0.145)),
-        shoulder=float(np.clip(shoulder, 0.19, 0.28)),
+        stature=float(np.clip(rng.normal(1.0, 0.05), 0.86, 1.14)),
+        head=float(np.clip(rng.normal(0.13, 0.008), 0.112, 0.15)),
+        shoulder=float(np.clip(shoulder * (0.85 + 0.15 * build), 0.18, 0.3)),
         hip=float(np.clip(hip, 0.095, 0.15)),
-        leg=float(np.clip(rng.normal(0.455, 0.016), 0.42, 0.495)),
+        leg=float(np.clip(rng.normal(0.455, 0.02), 0.41, 0.5)),
         upper_arm=float(rng.uniform(0.165, 0.19)),
         forearm=float(rng.uniform(0.135, 0.155)),
-        build=float(np.clip(rng.normal(1.0, 0.13), 0.78, 1.35)),
+        build=float(np.clip(build, 0.72, 1.42)),
         skin=_jitter(rng, skin, 6),
-        skin_thermal=float(rng.uniform(205, 240)),
+        skin_thermal=float(rng.uniform(215, 240)),
         hair=_jitter(rng, hair_colors[rng.choice(len(hair_colors), p=hair_p)], 10),
         hair_length=hair_length,
-        hair_thermal=float(rng.uniform(35, 75)),
-        upper=_garment(rng, (0.55, 0.3, 0.15), (95, 195)),
-        sleeves=str(rng.choice(["long", "short"], p=[0.6, 0.4])),
-        top_length=float(rng.uniform(-0.01, 0.07)),
-        lower=_garment(rng, (0.8, 0.08, 0.12), (85, 185)),
+        hair_volume=float(rng.uniform(1.0, 1.3)),
+        hair_thermal=float(hair_thermal),
+        upper=_garment(rng, (0.55, 0.3, 0.15), (110, 150)),
+        sleeves=pick(SLEEVES, [0.22, 0.38, 0.4]),
+        neckline=pick(NECKLINES, [0.35, 0.25, 0.2, 0.2]),
+        top=top,
+        top_length=float(rng.uniform(*top_length)),
+        lower=_garment(rng, (0.8, 0.08, 0.12), (100, 140)),
         legwear=legwear,
+        fit=float(rng.uniform(0.002, 0.014)),
         shoes=_jitter(rng, _NEUTRALS[rng.integers(len(_NEUTRALS))], 15),
         shoes_thermal=float(rng.uniform(70, 110)),
-        bag=bag,
+        footwear=pick(FOOTWEAR, [0.55, 0.25, 0.2]),
+        headwear=pick(HEADWEAR, [0.46, 0.2, 0.17, 0.17]),
+        hat_color=_clothing_color(rng),
+        hat_thermal=float(rng.uniform(40, 90)),
+        bag=pick(BAGS, [0.3, 0.12, 0.12, 0.2, 0.13, 0.13]),
+        bag_size=float(rng.uniform(0.85, 1.3)),
         bag_color=_clothing_color(rng),
-        bag_thermal=float(rng.uniform(55, 125)),
+        bag_thermal=float(rng.uniform(60, 110)),
         stride=float(np.deg2rad(rng.uniform(16, 28))),
         arm_swing=float(np.deg2rad(rng.uniform(10, 30))),
     )

@@ -183,10 +183,12 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         return _level_outline(levels, spine_top, spine_bottom, sh_y, hip_y, proj)
 
     top_end = hip_y + ident.top_length
+    sleeveless = ident.sleeves == "none"
+    neck_w = neck_r * (1.9 if ident.neckline == "scoop" else 1.4)
     torso = outline(
         [
-            (sh_y - 0.022, neck_r * 1.4, neck_r),
-            (sh_y - 0.006, ident.shoulder / 2, td * 0.8),
+            (sh_y - 0.022, neck_w, neck_r),
+            (sh_y - 0.006, ident.shoulder / 2 * (0.72 if sleeveless else 1.0), td * 0.8),
             (sh_y + 0.07, chest, td),
             (hip_y - 0.09, waist, td * 0.9),
             (hip_y, hip_half, td * 0.85),
@@ -202,7 +204,14 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         ]
     )
     shoulder_prims = [("circle", Material.UPPER, (pt[f"{n}_shoulder"], 0.026 * b * S)) for n, _ in SIDES]
-    groups.append((0.0, [("poly", Material.UPPER, torso), *shoulder_prims]))
+    groups.append((0.0, [("poly", Material.UPPER, torso), *([] if sleeveless else shoulder_prims)]))
+    if facing > 0.3 and ident.neckline in ("v", "scoop"):
+        # The neckline shows skin on the chest, from the front.
+        if ident.neckline == "v":
+            levels = [(sh_y - 0.024, 0.03, td), (sh_y + 0.02, 0.012, td), (sh_y + 0.075, 0.001, td)]
+        else:
+            levels = [(sh_y - 0.024, neck_w * 0.9, td), (sh_y + 0.01, neck_w * 0.8, td), (sh_y + 0.045, 0.012, td)]
+        groups.append((-0.0002, [("poly", Material.SKIN, outline(levels))]))
     groups.append((0.004, [("poly", Material.LOWER, pelvis)]))
 
     # Legs: skin, then the garment over it, then the shoe.
@@ -213,29 +222,41 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
             ("capsule", Material.SKIN, (hip, knee, r_hip, r_knee)),
             ("capsule", Material.SKIN, (knee, ankle, r_knee, r_ankle)),
         ]
-        if ident.legwear == "trousers":
-            pad = 0.004 * S
+        if ident.legwear in ("trousers", "capri"):
+            pad = ident.fit * S
+            end = ankle if ident.legwear == "trousers" else knee + 0.5 * (ankle - knee)
+            r_end = r_ankle + 1.5 * pad if ident.legwear == "trousers" else 0.5 * (r_knee + r_ankle) + pad
             prims += [
                 ("capsule", Material.LOWER, (hip, knee, r_hip + pad, r_knee + pad)),
-                ("capsule", Material.LOWER, (knee, ankle, r_knee + pad, r_ankle + 1.5 * pad)),
+                ("capsule", Material.LOWER, (knee, end, r_knee + pad, r_end)),
             ]
         elif ident.legwear == "shorts":
             end = hip + 0.6 * (knee - hip)
             prims.append(
                 ("capsule", Material.LOWER, (hip, end, r_hip + 0.005 * S, 0.6 * r_hip + 0.4 * r_knee + 0.007 * S))
             )
-        prims.append(("capsule", Material.SHOES, (pt[f"{name}_heel"], pt[f"{name}_toe"], 0.019 * S, 0.017 * S)))
+        heel, toe = pt[f"{name}_heel"], pt[f"{name}_toe"]
+        if ident.footwear == "sandals":  # bare feet on a thin sole
+            prims.append(("capsule", Material.SKIN, (ankle, toe, r_ankle, 0.013 * S)))
+            prims.append(("capsule", Material.SHOES, (heel, toe, 0.009 * S, 0.008 * S)))
+        else:
+            prims.append(("capsule", Material.SHOES, (heel, toe, 0.019 * S, 0.017 * S)))
+        if ident.footwear == "boots":
+            top_b = ankle + 0.45 * (knee - ankle)
+            prims.append(("capsule", Material.SHOES, (top_b, ankle, r_knee * 0.85 + 0.006 * S, r_ankle + 0.008 * S)))
         # Legs stay behind the pelvis-top stack (a top hangs over the trousers), in their own order.
         depth = 0.002 + 0.001 * float(np.tanh(dp[f"{name}_knee"] / 0.05))
         groups.append((depth, prims))
-    if ident.legwear == "skirt":
+    if ident.legwear in ("skirt", "long_skirt"):
+        long = ident.legwear == "long_skirt"
         knee_y = 0.5 * (j["left_knee"][1] + j["right_knee"][1])
-        spread = 0.5 * abs(j["left_knee"][2] - j["right_knee"][2])
+        end_y = 0.5 * (j["left_ankle"][1] + j["right_ankle"][1]) - 0.03 if long else knee_y - 0.02
+        spread = 0.5 * abs(j["left_knee"][2] - j["right_knee"][2]) * (2.0 if long else 1.0)
         skirt = outline(
             [
                 (hip_y - 0.1, waist, td * 0.9),
                 (hip_y, hip_half + 0.006, td + 0.01),
-                (knee_y - 0.02, hip_half + 0.035, td + 0.03 + spread),
+                (end_y, hip_half + (0.07 if long else 0.035), td + 0.03 + spread),
             ]
         )
         groups.append((0.0008, [("poly", Material.LOWER, skirt)]))
@@ -249,14 +270,21 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
             ("capsule", Material.SKIN, (el, wr, r_el, r_wr)),
             ("capsule", Material.SKIN, (wr, ha, r_wr * 1.1, r_wr * 1.15)),
         ]
-        pad = 0.004 * S
+        pad = (0.6 * ident.fit + 0.002) * S
         if ident.sleeves == "long":
             prims += [
                 ("capsule", Material.UPPER, (sh, el, r_sh + pad, r_el + pad)),
                 ("capsule", Material.UPPER, (el, wr, r_el + pad, r_wr + pad)),
             ]
-        else:
-            prims.append(("capsule", Material.UPPER, (sh, sh + 0.6 * (el - sh), r_sh + pad, r_sh + 1.5 * pad)))
+        elif ident.sleeves == "short":
+            prims.append(("capsule", Material.UPPER, (sh, sh + 0.5 * (el - sh), r_sh + pad, r_sh + 1.5 * pad)))
+        if ident.bag == f"hand_{name}":  # a hand bag hanging from this hand
+            down = np.array([-np.sin(pose.roll), np.cos(pose.roll)])
+            k = ident.bag_size
+            c = ha + down * 0.06 * k * S
+            box = _box(c, proj.width(0.04 * k, 0.02 * k), 0.04 * k * S, pose.roll)
+            prims.append(("capsule", Material.BAG, (ha, c - down * 0.03 * k * S, 0.005 * S, 0.005 * S)))
+            prims.append(("poly", Material.BAG, box))
         groups.append((0.5 * (dp[f"{name}_elbow"] + dp[f"{name}_shoulder"]), prims))
 
     # Bag: a shoulder bag on one side with a strap across the body, or a backpack.
@@ -265,7 +293,7 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         s = 1.0 if ident.bag == "left" else -1.0
         centre3 = np.array([s * (sw / 2 + 0.02 + 0.02 * b), hip_y - 0.005, -0.01])
         c, depth = proj(centre3)
-        hw, hh = proj.width(0.025, 0.07), 0.055 * S
+        hw, hh = proj.width(0.025, 0.07 * ident.bag_size), 0.055 * ident.bag_size * S
         groups.append((depth, [("poly", Material.BAG, _box(c, hw, hh, pose.roll))]))
         top3 = centre3 + np.array([-s * 0.01, -0.05, 0.0])
         for zs in (1.0, -1.0):
@@ -278,8 +306,8 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         c, depth = proj(centre3)
         if abs(facing) < 0.45:
             depth = min(depth, -0.001)
-        hw = proj.width(0.085 * np.sqrt(b), 0.045)
-        groups.append((depth, [("poly", Material.BAG, _box(c, hw, 0.115 * S, pose.roll))]))
+        hw = proj.width(0.085 * np.sqrt(b) * ident.bag_size, 0.045 * ident.bag_size)
+        groups.append((depth, [("poly", Material.BAG, _box(c, hw, 0.115 * ident.bag_size * S, pose.roll))]))
         for _name, s in SIDES:
             a3 = np.array([s * sw * 0.3, sh_y - 0.008, td + 0.004])
             b3 = np.array([s * sw * 0.34, sh_y + 0.19, td + 0.004])
@@ -292,18 +320,34 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
     rx, rz = ry * 0.78, ry * 0.92
     head_d = min(head_d, -0.001)  # the head is drawn after the torso, the neck before the head
     groups.append((head_d + 0.0008, [("capsule", Material.SKIN, (pt["neck"], head_c, neck_r * S, neck_r * S))]))
+    if ident.neckline == "turtleneck":
+        collar_top = pt["neck"] + 0.55 * (head_c - pt["neck"])
+        collar = ("capsule", Material.UPPER, (pt["neck"], collar_top, neck_r * 1.3 * S, neck_r * 1.2 * S))
+        groups.append((head_d + 0.0006, [collar]))
     axes = (proj.width(rx, rz), ry * S)
     groups.append((head_d, [("ellipse", Material.SKIN, (head_c, axes, roll_deg, 0, 360))]))
-    if ident.hair_length != "short":
-        bottom_y = j["head"][1] + (ry + 0.03 if ident.hair_length == "medium" else ry + 0.16)
+    vol = ident.hair_volume
+    back_depth = (td + 0.01) * facing if abs(facing) >= 0.45 else -0.03  # hair hanging down the back
+    style = ident.hair_length
+    if style in ("medium", "long"):
+        bottom_y = j["head"][1] + (ry + 0.04 if style == "medium" else ry + 0.2)
         back = -(rz * (0.8 if abs(facing) < 0.45 else 0.45))
         top3, bot3 = np.array([0.0, j["head"][1], back]), np.array([0.0, bottom_y, back])
         (t2, _), (b2, _) = proj(top3), proj(bot3)
-        w_top, w_bot = proj.width(rx * 1.02, rz * 0.5), proj.width(rx * 1.2, rz * 0.6)
+        w_top, w_bot = proj.width(rx * 1.02 * vol, rz * 0.5), proj.width(rx * 1.25 * vol, rz * 0.6)
         normal = np.array([np.cos(pose.roll), np.sin(pose.roll)])
         poly = np.array([t2 - normal * w_top, t2 + normal * w_top, b2 + normal * w_bot, b2 - normal * w_bot])
-        depth = (td + 0.01) * facing if abs(facing) >= 0.45 else -0.03
-        groups.append((depth, [("poly", Material.HAIR, poly)]))
+        groups.append((back_depth, [("poly", Material.HAIR, poly)]))
+    elif style == "ponytail":
+        (t2, _), (b2, _) = (
+            proj(j["head"] + np.array([0.0, -0.3 * ry, -rz])),
+            proj(j["head"] + np.array([0.0, ry + 0.09, -rz - 0.025])),
+        )
+        groups.append((back_depth, [("capsule", Material.HAIR, (t2, b2, 0.03 * vol * S, 0.016 * vol * S))]))
+    elif style == "bun":
+        c2, _ = proj(j["head"] + np.array([0.0, -0.75 * ry, -0.75 * rz]))
+        depth = (td + 0.01) * facing if abs(facing) >= 0.45 else head_d + 0.0002
+        groups.append((depth, [("circle", Material.HAIR, (c2, 0.42 * ry * vol * S))]))
     front = facing > 0.3
     if facing >= 0.3:
         up, back, grow = 0.1, 0.2, 1.06
@@ -311,6 +355,10 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         up, back, grow = 0.04, 0.2, 1.08
     else:
         up, back, grow = 0.0, 0.0, 1.0
+    if style == "buzz":
+        up, grow = up * 0.5, 1.0
+    else:
+        grow *= 1.0 + 0.6 * (vol - 1.0)
     hc, _ = proj(j["head"] + np.array([0.0, -up * ry, -back * rz]))
     hair = ("ellipse", Material.HAIR, (hc, (axes[0] * grow, axes[1] * grow), roll_deg, 0, 360))
     if abs(facing) < 0.3:
@@ -322,11 +370,15 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         hair = ("ellipse", Material.HAIR, (head_c, big, roll_deg, start, end))
     if front:
         groups.append((head_d + 0.0004, [hair]))
-        fc, _ = proj(j["head"] + np.array([0.0, -0.3 * ry, 0.0]))
-        fringe = ("ellipse", Material.HAIR, (fc, (axes[0] * 1.03, 0.72 * ry * S), roll_deg, 180, 360))
-        groups.append((head_d - 0.0004, [fringe]))
+        if style != "buzz":
+            fc, _ = proj(j["head"] + np.array([0.0, -0.3 * ry, 0.0]))
+            fringe = ("ellipse", Material.HAIR, (fc, (axes[0] * 1.03, 0.72 * ry * S), roll_deg, 180, 360))
+            groups.append((head_d - 0.0004, [fringe]))
     else:
         groups.append((head_d - 0.0004, [hair]))
+    hat = _headwear(ident, j["head"], proj, axes, roll_deg, rx, ry, rz, S)
+    if hat:
+        groups.append((-0.12, hat))
 
     keypoints = _keypoints(ident, j, proj, torso, td)
     eyes = [("circle", Material.EYES, (keypoints[k, :2], 0.075 * ry * S)) for k in (1, 2) if keypoints[k, 2] > 0]
@@ -334,6 +386,42 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         groups.append((head_d - 0.0006, eyes))
     groups.sort(key=lambda g: -g[0])
     return Figure(groups, keypoints, torso)
+
+
+def _headwear(ident: Identity, head: np.ndarray, proj: _Projector, axes, roll_deg, rx, ry, rz, S) -> list:
+    """A cap (crown and a forward brim), a tall beanie or a wide-brimmed hat over the head."""
+    kind = ident.headwear
+    if kind == "none":
+        return []
+    m = Material.HAT
+    if kind == "cap":
+        crown_c, _ = proj(head + np.array([0.0, -0.32 * ry, 0.0]))
+        crown = ("ellipse", m, (crown_c, (axes[0] * 1.08, axes[1] * 0.78), roll_deg, 180, 360))
+        (a, _), (b, _) = (
+            proj(head + np.array([0.0, -0.34 * ry, 0.3 * rz])),
+            proj(head + np.array([0.0, -0.3 * ry, 1.7 * rz])),
+        )
+        (lft, _), (rgt, _) = (
+            proj(head + np.array([-rx, -0.36 * ry, 0.6 * rz])),
+            proj(head + np.array([rx, -0.36 * ry, 0.6 * rz])),
+        )
+        return [
+            crown,
+            ("capsule", m, (a, b, 0.1 * ry * S, 0.08 * ry * S)),
+            ("capsule", m, (lft, rgt, 0.1 * ry * S, 0.1 * ry * S)),
+        ]
+    if kind == "beanie":
+        c, _ = proj(head + np.array([0.0, -0.22 * ry, -0.04 * rz]))
+        (lft, _), (rgt, _) = proj(head + np.array([-rx, -0.25 * ry, 0.0])), proj(head + np.array([rx, -0.25 * ry, 0.0]))
+        return [
+            ("ellipse", m, (c, (axes[0] * 1.1, axes[1] * 1.02), roll_deg, 180, 360)),
+            ("capsule", m, (lft, rgt, 0.13 * ry * S, 0.13 * ry * S)),
+        ]
+    brim_c, _ = proj(head + np.array([0.0, -0.45 * ry, 0.0]))
+    crown_c, _ = proj(head + np.array([0.0, -0.5 * ry, 0.0]))
+    brim = ("ellipse", m, (brim_c, (proj.width(rx * 1.9, rz * 1.9), 0.15 * ry * S), roll_deg, 0, 360))
+    crown = ("ellipse", m, (crown_c, (axes[0] * 0.92, 0.72 * ry * S), roll_deg, 180, 360))
+    return [brim, crown]
 
 
 def _box(c: np.ndarray, hw: float, hh: float, roll: float) -> np.ndarray:
