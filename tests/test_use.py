@@ -268,3 +268,17 @@ def test_bad_input(run, folders, tmp_path, capsys):
         parse_modality(None)
     with pytest.raises(KglfrError, match="unknown modality"):
         model_of(run).embed([np.zeros((64, 32, 3), np.uint8)], "uv")
+
+
+# 6. failure analysis
+
+
+def test_evaluate_worst_draws_the_lowest_ap_queries(run, tmp_path):
+    ckpt, store, _ = run
+    out = tmp_path / "worst"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--protocol", "sysu-all",
+                 "--trials", "2", "--worst", "3", "--out", str(out)]) == 0  # fmt: skip
+    assert (out / "sysu-all.json").is_file() and (out / "worst_sysu-all.png").is_file()
+    rows = json.loads((out / "worst_sysu-all.json").read_text())["queries"]
+    assert len(rows) == 3 and [r["ap"] for r in rows] == sorted(r["ap"] for r in rows)
+    assert all(len(r["top"]) == 10 for r in rows)
