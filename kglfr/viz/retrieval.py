@@ -44,9 +44,13 @@ def retrieval_grid(
     nq = len(queries)
     k = max((len(r) for r in ranked), default=0)
     cell_w, cell_h = 0.9, 1.9
-    fig = new_figure((k + 1.3) * cell_w, nq * cell_h + (0.4 if title else 0.1), dpi=100)
+    head = 0.4 if title else 0.1
+    height = nq * cell_h + head
+    fig = new_figure((k + 1.3) * cell_w, height, dpi=100)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, y=1 - 0.1 / height)
+    row_h = (1 - head / height) / nq
+    units = k + 1.3
     for i in range(nq):
         cells = [(queries[i], BLUE, query_labels[i] if query_labels else "query")]
         for j, img in enumerate(ranked[i]):
@@ -57,8 +61,9 @@ def retrieval_grid(
             label = f"{j + 1}" + (f"  {scores[i, j]:.2f}" if scores is not None else "")
             cells.append((img, color, label))
         for j, (img, color, label) in enumerate(cells):
-            x0 = (j + (0.3 if j else 0)) / (k + 1.3)
-            ax = fig.add_axes([x0 + 0.005, 1 - (i + 1) / nq + 0.12 / nq, 0.99 / (k + 1.3), 0.8 / nq])
+            x0 = (j + (0.3 if j else 0) + 0.06) / units
+            y0 = 1 - head / height - (i + 1) * row_h + 0.14 * row_h
+            ax = fig.add_axes([x0, y0, 0.88 / units, 0.8 * row_h])
             ax.imshow(_load(img), aspect="auto")
             ax.set_xticks([])
             ax.set_yticks([])
