@@ -20,8 +20,8 @@ its files (names, sizes, mtimes) and the checkpoint are unchanged. The gallery's
 one unless --gallery-modality says otherwise (a gallery of the query's own modality is warned about).
 Identities come from the DIR/<pid>/<camera>_*.jpg layout where the folders are numbers: then the grid
 has green (same identity) and red (another) borders, else grey. Galleries from 20,000 images are
-searched with faiss when it is installed (pip install kglfr[search]): an exact flat index, an IVF
-index from 50,000 images.
+searched with faiss's exact flat index when it is installed (pip install kglfr[search]);
+--method faiss-ivf asks for the approximate IVF index (faster, lower recall).
 """
 
 
