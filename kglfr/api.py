@@ -111,12 +111,20 @@ class ReIDModel:
 
     @property
     def sha256(self) -> str:
-        """Of the checkpoint file (keys feature caches)."""
+        """Of the checkpoint file, or of the weights for a model built in memory (keys feature caches)."""
         if self._sha is None:
-            from kglfr.eval.features import file_sha256
+            if self.path is None:  # built in memory: hash the weights
+                import hashlib
 
-            p = self.path if self.path is not None and self.path.is_file() else self.path / "checkpoint.pt"
-            self._sha = file_sha256(p)
+                h = hashlib.sha256()
+                for k, v in self.model.state_dict().items():
+                    h.update(k.encode())
+                    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                self._sha = h.hexdigest()
+            else:
+                from kglfr.eval.features import file_sha256
+
+                self._sha = file_sha256(self.path if self.path.is_file() else self.path / "checkpoint.pt")
         return self._sha
 
     def preprocess(self, images) -> torch.Tensor:
