@@ -146,7 +146,10 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
         reid = ReIDModel(model, data, args.device, args.checkpoint)
         reid.input_size = tuple(int(v) for v in size)
+        from kglfr.cli.extract import store_features
+
+        arrays = store_features(reid, store, "test", args.feature, args.flip)  # once for every protocol
         for name in ev.results:
-            png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, flip=args.flip)
+            png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, arrays=arrays)
             print(f"worst {args.worst} queries of {name}: {png}, {js}")
     return 0

@@ -13,15 +13,18 @@ import numpy as np
 
 
 def worst_queries(model, store, protocol: str, n: int, out_dir, which: str = "bn", top: int = 10,
-                  flip: bool = False, batch_size: int = 64) -> tuple[Path, Path]:  # fmt: skip
-    """Draw the ``n`` lowest-AP queries of ``protocol`` on ``store``'s test split; returns (png, json)."""
+                  flip: bool = False, batch_size: int = 64, arrays=None) -> tuple[Path, Path]:  # fmt: skip
+    """Draw the ``n`` lowest-AP queries of ``protocol`` on ``store``'s test split; returns (png, json).
+    ``arrays``: the split's (feats, pids, cams, paths, modalities) when already extracted."""
     from kglfr.cli.extract import store_features
     from kglfr.eval.metrics import REMOVAL_RULES, query_stats
     from kglfr.eval.protocols import PROTOCOLS, trial_sets
     from kglfr.viz.retrieval import retrieval_grid
 
     p = PROTOCOLS[protocol]
-    feats, pids, cams, paths, mods = store_features(model, store, "test", which, flip, batch_size)
+    if arrays is None:
+        arrays = store_features(model, store, "test", which, flip, batch_size)
+    feats, pids, cams, paths, mods = arrays
     q, g = trial_sets(p, pids, cams, paths, mods, trial=0)
     sim = feats[q] @ feats[g].T
     dist = 1.0 - sim
