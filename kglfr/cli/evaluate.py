@@ -67,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rerank-k2", type=int, default=6, help="re-ranking k2 (default 6)")
     p.add_argument("--rerank-lambda", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
     p.add_argument("--out", default=None, metavar="RESULT.json", help="write the results as JSON")
+    p.add_argument("--worst", type=int, default=None, metavar="N",
+                   help="with --checkpoint: draw the N queries with the lowest AP (trial 0) with their top-10; "
+                   "--out is then a folder: DIR/<protocol>.json, DIR/worst_<protocol>.png and .json")
     p.set_defaults(func=run)
 
 
@@ -76,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     from kglfr.eval.report import format_table, write_result
     from kglfr.eval.rerank import RerankConfig
 
-    if args.out:
+    if args.worst is not None:
+        if not args.checkpoint or not args.out:
+            raise KglfrError("--worst N needs --checkpoint CKPT --store STORE and --out DIR")
+        if args.worst < 1:
+            raise KglfrError(f"--worst must be at least 1, got {args.worst}")
+        check_writable(f"{args.out}/.probe")
+    elif args.out:
         check_writable(args.out)  # before the trials run
     if args.checkpoint:
         return run_checkpoint(args)
@@ -126,7 +135,21 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         result = by[args.feature]
         print(f"{args.feature} feature of {args.checkpoint} (chance Rank-1 {ev.chance_rank1[name]:.2f})")
         print(format_table(result))
-        if args.out:
+        if args.worst is not None:
+            print(f"results written to {write_result(result, f'{args.out}/{name}.json')}")
+        elif args.out:
             out = args.out if len(ev.results) == 1 else str(args.out).replace(".json", f"_{name}.json")
             print(f"results written to {write_result(result, out)}")
+    if args.worst is not None:
+        from kglfr.api import ReIDModel
+        from kglfr.inference.failures import worst_queries
+
+        reid = ReIDModel(model, data, args.device, args.checkpoint)
+        reid.input_size = tuple(int(v) for v in size)
+        from kglfr.cli.extract import store_features
+
+        arrays = store_features(reid, store, "test", args.feature, args.flip)  # once for every protocol
+        for name in ev.results:
+            png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, arrays=arrays)
+            print(f"worst {args.worst} queries of {name}: {png}, {js}")
     return 0

@@ -1,0 +1,1 @@
+"""Inference helpers behind ``kglfr search`` (ranking, gallery feature caches)."""
