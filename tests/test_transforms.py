@@ -171,7 +171,10 @@ def test_heatmaps_can_come_out_at_the_feature_map_size(cached):
         res = t(images, maps, params=still)
         assert res["heatmaps"].shape == (2, 13, 18, 9)
         direct = torch.nn.functional.interpolate(maps, size=(18, 9), mode=mode, align_corners=False).clamp(0, 1)
-        torch.testing.assert_close(res["heatmaps"], direct, atol=1e-3, rtol=0)  # borders: zeros vs replicate
+        # inside, the same; on the outer ring of cells grid_sample reads zeros beyond the image where
+        # interpolate replicates the edge, which matters when a heatmap touches the border
+        torch.testing.assert_close(res["heatmaps"][..., 1:-1, 1:-1], direct[..., 1:-1, 1:-1], atol=1e-3, rtol=0)
+        torch.testing.assert_close(res["heatmaps"], direct, atol=1e-2, rtol=0)
 
 
 def test_test_transform_resizes_and_normalises():

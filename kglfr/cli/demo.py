@@ -28,7 +28,7 @@ TABLE2 = (
     (4, "sysu/kegfr", False, True, False),
     (5, "sysu/kglfr", False, True, True),
 )
-DEMO_DEFAULTS = {"ids": 160, "images_per_camera": 2, "height": 128, "width": 64}
+DEMO_DEFAULTS = {"ids": 96, "images_per_camera": 4, "height": 128, "width": 64}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
