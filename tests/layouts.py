@@ -67,3 +67,26 @@ def make_custom(root: Path, ids=range(1, 9)) -> Path:
         write_image(root / "visible" / f"{pid:03d}" / f"c2_{pid}_b.png", pid + 1)
         write_image(root / "infrared" / f"{pid:03d}" / f"7_{pid}_a.jpg", pid + 2)
     return root
+
+
+# Overrides that make any preset train in seconds on the CPU (resnet18 at 64x32, 3 ids x (2 + 2)).
+TINY_TRAIN = (
+    "model.arch=resnet18", "data.height=64", "data.width=32", "data.pad=2", "data.ids_per_batch=3",
+    "data.per_modality=2", "eval.trials=2", "eval.batch_size=32", "train.tensorboard=false",
+)  # fmt: skip
+
+
+def synthetic_store(root: Path, ids: int = 12, seed: int = 2, images_per_camera: int = 2, keypoints: bool = True):
+    """A synthetic SYSU-layout dataset under ``root/synth`` prepared at 64x32 into ``root/store`` (with the
+    oracle keypoint cache unless ``keypoints`` is False): (store path, dataset root)."""
+    from kglfr.data.datasets import load_dataset
+    from kglfr.data.store import prepare_store
+    from kglfr.data.synth import synthesize
+    from kglfr.keypoints.cache import build_cache, build_pose_backend
+
+    synth = synthesize(root / "synth", "sysu", ids=ids, seed=seed, images_per_camera=images_per_camera,
+                       height=64, width=32)  # fmt: skip
+    store, _ = prepare_store(load_dataset("sysu", synth.root), root / "store", height=64, width=32, progress=False)
+    if keypoints:
+        build_cache(store, build_pose_backend("oracle", store), progress=False)
+    return store.path, Path(synth.root)

@@ -10,38 +10,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from layouts import TINY_TRAIN, synthetic_store
 
 from kglfr.cli import main
-from kglfr.data.datasets import load_dataset
-from kglfr.data.store import prepare_store
-from kglfr.data.synth import synthesize
-from kglfr.keypoints.cache import build_cache, build_pose_backend
 from kglfr.train import config as C
 from kglfr.train.checkpoint import CheckpointError, load_checkpoint, load_model, load_model_state
 from kglfr.train.trainer import TrainingError, check_resume, lr_factor, train
 
-TINY = [
-    "model.arch=resnet18", "data.height=64", "data.width=32", "data.pad=2", "data.ids_per_batch=3",
-    "data.per_modality=2", "train.epochs=2", "train.iters_per_epoch=2", "eval.trials=2", "eval.batch_size=32",
-    "train.log_every=1", "train.tensorboard=false",
-]  # fmt: skip
+TINY = [*TINY_TRAIN, "train.epochs=2", "train.iters_per_epoch=2", "train.log_every=1"]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    synth = synthesize(root / "synth", "sysu", ids=12, seed=2, images_per_camera=2, height=64, width=32)
-    st, _ = prepare_store(load_dataset("sysu", synth.root), root / "store", height=64, width=32, progress=False)
-    build_cache(st, build_pose_backend("oracle", st), progress=False)
-    return st.path
+    return synthetic_store(tmp_path_factory.mktemp("train"))[0]
 
 
 @pytest.fixture(scope="module")
 def bare_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bare")
-    synth = synthesize(root / "synth", "sysu", ids=8, seed=3, images_per_camera=1, height=64, width=32)
-    st, _ = prepare_store(load_dataset("sysu", synth.root), root / "store", height=64, width=32, progress=False)
-    return st.path
+    return synthetic_store(tmp_path_factory.mktemp("bare"), ids=8, seed=3, images_per_camera=1, keypoints=False)[0]
 
 
 def tiny(store, *extra: str):

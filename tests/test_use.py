@@ -6,17 +6,13 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from layouts import TINY_TRAIN, synthetic_store
 
 from kglfr.cli import main
-from kglfr.data.datasets import load_dataset
-from kglfr.data.store import prepare_store
-from kglfr.data.synth import synthesize
-from kglfr.keypoints.cache import build_cache, build_pose_backend
 from kglfr.train import config as C
 from kglfr.train.trainer import train
 
@@ -27,16 +23,12 @@ VISIBLE_CAMS, INFRARED_CAMS = (1, 2, 4, 5), (3, 6)
 def run(tmp_path_factory):
     """(checkpoint, store, synthetic dataset root): a resnet18 trained for one step at 64x32."""
     root = tmp_path_factory.mktemp("use")
-    synth = synthesize(root / "synth", "sysu", ids=12, seed=2, images_per_camera=2, height=64, width=32)
-    st, _ = prepare_store(load_dataset("sysu", synth.root), root / "store", height=64, width=32, progress=False)
-    build_cache(st, build_pose_backend("oracle", st), progress=False)
-    cfg = C.load_config("sysu/baseline", [
-        f"data.store={st.path}", "model.arch=resnet18", "model.non_local=false", "data.height=64", "data.width=32",
-        "data.pad=2", "data.ids_per_batch=3", "data.per_modality=2", "train.epochs=1", "train.iters_per_epoch=1",
-        "eval.trials=2", "train.tensorboard=false"])  # fmt: skip
+    store, synth = synthetic_store(root)
+    cfg = C.load_config("sysu/baseline", [f"data.store={store}", *TINY_TRAIN, "model.non_local=false",
+                                          "train.epochs=1", "train.iters_per_epoch=1"])  # fmt: skip
     out = root / "run"
     train(cfg, out, progress=False)
-    return out / "checkpoint.pt", st.path, Path(synth.root)
+    return out / "checkpoint.pt", store, synth
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,15 @@ from kglfr.keypoints.cache import KeypointCache
 from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, step_generator
+from kglfr.train.erasing import keypoint_erasing, random_erasing
 from kglfr.train.evaluator import Evaluation, check_protocols, evaluate_model
+from kglfr.train.losses import (
+    batch_hard_triplet,
+    cross_entropy,
+    keypoint_mask,
+    masked_local_features,
+    weighted_regularized_triplet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +85,6 @@ class Losses:
 
 def compute_losses(out: dict[str, torch.Tensor], batch: Batch, cfg: DictConfig, keypoint: int | None) -> Losses:
     """The total loss of one step (eq. 6) and its detached parts, from the model's training outputs."""
-    from kglfr.train.losses import (
-        batch_hard_triplet,
-        cross_entropy,
-        keypoint_mask,
-        masked_local_features,
-        weighted_regularized_triplet,
-    )
-
     L = cfg.loss
     labels = batch.labels
     logits = out["logits"].float()
@@ -110,8 +110,6 @@ def compute_losses(out: dict[str, torch.Tensor], batch: Batch, cfg: DictConfig, 
 
 def erase(images: torch.Tensor, batch: Batch, cfg: DictConfig, generator: torch.Generator) -> torch.Tensor:
     """KEGFR or Random Erasing on the (normalised) batch, as the config asks; fill 0 = the channel mean."""
-    from kglfr.train.erasing import keypoint_erasing, random_erasing
-
     A = cfg.augment
     area, ratio = (A.area_min, A.area_max), (A.ratio_min, 1.0 / A.ratio_min)
     if A.erasing == "keypoint":
