@@ -89,8 +89,8 @@ def test_resume_ends_where_the_uninterrupted_run_ends(store, full_run, tmp_path,
 def test_resume_refuses_what_would_change_the_run(store, full_run, tmp_path, capsys):
     out, _ = full_run
     with pytest.raises(TrainingError, match=r"would change the run \(train.seed\)"):
-        check_resume(out, None, ["train.seed=5"], force=False)
-    assert check_resume(out, None, ["train.seed=5"], force=True).train.seed == 5
+        check_resume(out, ["train.seed=5"], force=False)
+    assert check_resume(out, ["train.seed=5"], force=True).train.seed == 5
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no run there" in capsys.readouterr().err
     assert main(["train", "--config", "sysu/kglfr", "--out", str(out), f"data.store={store}", *TINY]) == 2

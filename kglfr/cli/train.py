@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if args.config or args.out:
             raise KglfrError("--resume RUN takes the run's saved config and folder; leave out --config and --out")
         folder = Path(args.resume)
-        cfg = check_resume(folder, None, args.overrides, args.force)
+        cfg = check_resume(folder, args.overrides, args.force)
         train(cfg, folder, resume=True, progress=not args.no_progress)
         return 0
     if not args.config or not args.out:

@@ -166,13 +166,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if base is None:
         return doc
     merged = _read_yaml((path.parent / base), (*seen, path))
-    return _deep_merge(merged, doc)
+    return deep_merge(merged, doc)
 
 
-def _deep_merge(a: dict, b: dict) -> dict:
+def deep_merge(a: dict, b: dict) -> dict:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

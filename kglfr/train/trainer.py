@@ -37,7 +37,7 @@ from kglfr.io import write_atomic, write_json_atomic
 from kglfr.keypoints.cache import KeypointCache
 from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, step_generator
+from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, modality_counts, step_generator
 from kglfr.train.erasing import keypoint_erasing, random_erasing
 from kglfr.train.evaluator import Evaluation, check_protocols, evaluate_model
 from kglfr.train.losses import (
@@ -208,7 +208,7 @@ def is_run(folder: Path) -> bool:
     return (folder / CONFIG).is_file() and (folder / CHECKPOINT).is_file()
 
 
-def check_resume(folder: Path, cfg: DictConfig | None, overrides: list[str], force: bool) -> DictConfig:
+def check_resume(folder: Path, overrides: list[str], force: bool) -> DictConfig:
     """The config of the run in ``folder``; overrides that would change it are refused unless ``force``."""
     if not folder.is_dir() or not (folder / CONFIG).is_file():
         raise TrainingError(f"--resume {folder}: no run there (no {CONFIG}); start one with "
@@ -220,7 +220,7 @@ def check_resume(folder: Path, cfg: DictConfig | None, overrides: list[str], for
 
     saved = C.config_from_dict(yaml.safe_load((folder / CONFIG).read_text()), str(folder / CONFIG))
     if overrides:
-        changed = C.config_from_dict(C._deep_merge(C.to_dict(saved), C.parse_overrides(overrides)), "override")
+        changed = C.config_from_dict(C.deep_merge(C.to_dict(saved), C.parse_overrides(overrides)), "override")
         keys = C.diff(C.to_dict(saved), C.to_dict(changed))
         if keys and not force:
             raise TrainingError(f"--resume {folder}: the override(s) would change the run ({', '.join(keys)}); "
@@ -371,8 +371,9 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
     metrics = MetricsLog(folder, rt.main, cfg.train.tensorboard)
     epochs = int(cfg.train.epochs)
     per_epoch = len(data)
+    counts = ", ".join(f"{k} {v}" for k, v in modality_counts(store, data.indices).items())
     log.info("%d training identities, %d images (%s), %d steps an epoch of %d images, %d epochs",
-             data.num_classes, len(data.indices), ", ".join(f"{k} {v}" for k, v in _counts(store, data).items()),
+             data.num_classes, len(data.indices), counts,
              per_epoch, data.sampler.batch_size, epochs)  # fmt: skip
 
     def payload(epoch: int, step: int) -> dict:
@@ -471,12 +472,6 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
     if rt.world_size > 1:
         torch.distributed.barrier()
     return TrainResult(folder, epochs, evaluation, summary)
-
-
-def _counts(store: Store, data: TrainData) -> dict[str, int]:
-    from kglfr.train.data import modality_counts
-
-    return modality_counts(store, data.indices)
 
 
 def _bar(total: int, initial: int, desc: str, enabled: bool):
