@@ -7,8 +7,8 @@ from kglfr.keypoints.cache import KeypointCache
 
 def test_demo_runs_the_pipeline_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--ids", "12", "--images-per-camera", "2", "--seed", "5", "--no-progress",
-            "data.ids_per_batch=3", "data.per_modality=2", "train.epochs=2", "train.iters_per_epoch=2",
+    args = ["demo", "--out", str(out), "--ids", "12", "--test-ids", "6", "--images-per-camera", "2", "--seed", "5",
+            "--no-progress", "data.ids_per_batch=3", "data.per_modality=2", "train.epochs=2", "train.iters_per_epoch=2",
             "eval.trials=2"]  # fmt: skip
     assert main(args) == 0
     store = Store.open(out / "store")

@@ -283,6 +283,24 @@ def test_bad_options_raise_clear_errors(tmp_path):
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
 
 
+def test_test_ids_sets_how_many_identities_are_held_out(tmp_path):
+    opts = {"images_per_camera": 1, "height": 48, "width": 24}
+    summary = synthesize(tmp_path / "s", "sysu", ids=10, test_ids=3, **opts)
+    ds = load_dataset("sysu", tmp_path / "s")
+    assert len({r.pid for r in ds.split(TEST)}) == len(summary.test_ids) == 3
+    assert len({r.pid for r in ds.split(TRAIN)}) == len(summary.train_ids) == 7
+    assert "--test-ids 3" in (tmp_path / "s" / "README.txt").read_text()
+    summary = synthesize(tmp_path / "r", "regdb", ids=10, test_ids=3, **opts)
+    ds = load_dataset("regdb", tmp_path / "r")
+    for t in (1, 10):
+        trial = ds.with_trial(t)
+        assert len({r.pid for r in trial.split(TEST)}) == 3 and len({r.pid for r in trial.split(TRAIN)}) == 7
+    assert len(summary.test_ids) == 3
+    for bad in (1, 9):
+        with pytest.raises(KglfrError, match=r"--test-ids must be in \[2, ids - 2\] = \[2, 8\], got " + str(bad)):
+            synthesize(tmp_path / "bad", ids=10, test_ids=bad, **opts)
+
+
 def test_force_replaces_an_earlier_output(tmp_path):
     out = tmp_path / "out"
     synthesize(out, "sysu", ids=6, images_per_camera=2, height=48, width=24)

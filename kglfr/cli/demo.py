@@ -28,7 +28,7 @@ TABLE2 = (
     (4, "sysu/kegfr", False, True, False),
     (5, "sysu/kglfr", False, True, True),
 )
-DEMO_DEFAULTS = {"ids": 96, "images_per_camera": 4, "height": 128, "width": 64}
+DEMO_DEFAULTS = {"ids": 400, "test_ids": 48, "images_per_camera": 2, "height": 128, "width": 64}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="folder for everything the demo writes (default runs/demo)")
     p.add_argument("--ids", type=int, default=DEMO_DEFAULTS["ids"],
-                   help=f"synthetic identities, half for training (default {DEMO_DEFAULTS['ids']})")
+                   help=f"synthetic identities, --test-ids of them held out (default {DEMO_DEFAULTS['ids']})")
+    p.add_argument("--test-ids", type=int, default=DEMO_DEFAULTS["test_ids"],
+                   help=f"identities held out for testing (default {DEMO_DEFAULTS['test_ids']})")
     p.add_argument("--images-per-camera", type=int, default=DEMO_DEFAULTS["images_per_camera"],
                    help=f"images per identity and camera (default {DEMO_DEFAULTS['images_per_camera']})")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset and of training (default 0)")
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[1/{steps}] synthesising a SYSU-MM01-layout dataset ({args.ids} identities, seed {args.seed})")
     summary = synthesize(
         out / "synth-sysu", "sysu", ids=args.ids, seed=args.seed, images_per_camera=args.images_per_camera,
+        test_ids=args.test_ids,
         height=DEMO_DEFAULTS["height"], width=DEMO_DEFAULTS["width"], force=True, progress=not args.no_progress,
     )  # fmt: skip
     print("      " + summary.line())

@@ -49,13 +49,15 @@ class SynthSummary:
         )
 
 
-def _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed):
+def _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed, test_ids):
     if layout not in LAYOUTS:
         raise KglfrError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if ids < MIN_IDS:
         raise KglfrError(f"--ids must be at least {MIN_IDS} (half of them train, half test), got {ids}")
     if layout == "sysu" and ids > 9999:
         raise KglfrError(f"--ids must be at most 9999 for the SYSU layout (4-digit folders), got {ids}")
+    if not 2 <= test_ids <= ids - 2:
+        raise KglfrError(f"--test-ids must be in [2, ids - 2] = [2, {ids - 2}], got {test_ids}")
     if images_per_camera < 1:
         raise KglfrError(f"--images-per-camera must be at least 1, got {images_per_camera}")
     if height < 32 or width < 16:
@@ -125,6 +127,7 @@ def synthesize(
     occlusion: float = 0.15,
     camera_dropout: float = 0.1,
     size_jitter: float = 0.0,
+    test_ids: int | None = None,
     force: bool = False,
     progress: bool = False,
 ) -> SynthSummary:
@@ -134,26 +137,28 @@ def synthesize(
     ``occlusion`` is the share of images with a rectangle covering part of the body,
     ``camera_dropout`` (SYSU) the chance that a camera never saw an identity, ``size_jitter`` shrinks
     each image by a random factor in [1 - size_jitter, 1] (0: every image is height x width).
-    ``force`` replaces an earlier ``kglfr synth`` output in ``out``. The bytes written depend only on
-    the options and ``seed`` (each image has its own generator, keyed by seed, identity, camera and
-    index), so an image's bytes do not depend on how many identities are drawn. Raises ``KglfrError`` on
-    bad options.
+    ``test_ids`` is how many identities are held out for testing (default half; the real SYSU-MM01
+    holds out 96 of 491, so more training identities is closer to it). ``force`` replaces an earlier
+    ``kglfr synth`` output in ``out``. The bytes written depend only on the options and ``seed`` (each
+    image has its own generator, keyed by seed, identity, camera and index), so an image's bytes do not
+    depend on how many identities are drawn. Raises ``KglfrError`` on bad options.
     """
     d = DEFAULTS.get(layout, DEFAULTS["sysu"])
     ids = d["ids"] if ids is None else int(ids)
     images_per_camera = d["images_per_camera"] if images_per_camera is None else int(images_per_camera)
     height = d["height"] if height is None else int(height)
     width = d["width"] if width is None else int(width)
-    _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed)
+    test_ids = ids // 2 if test_ids is None else int(test_ids)
+    _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed, test_ids)
     t0 = time.perf_counter()
     root = Path(out).expanduser()
     _prepare_out(root, force)
 
     identities = [sample_identity(seed, pid) for pid in range(1, ids + 1)]
     if layout == "sysu":
-        plan: Plan = plan_sysu(seed, identities, images_per_camera, camera_dropout)
+        plan: Plan = plan_sysu(seed, identities, images_per_camera, camera_dropout, test_ids)
     else:
-        plan = plan_regdb(seed, identities, images_per_camera)
+        plan = plan_regdb(seed, identities, images_per_camera, test_ids)
     options = {
         "ids": ids,
         "seed": seed,
@@ -162,6 +167,7 @@ def synthesize(
         "width": width,
         "occlusion": occlusion,
         "size-jitter": size_jitter,
+        "test-ids": test_ids,
     }
     if layout == "sysu":
         options["camera-dropout"] = camera_dropout

@@ -71,10 +71,11 @@ def _sysu_cameras(seed: int, pid: int, test: bool, dropout: float) -> list[int]:
     return [c for c in range(1, 7) if keep[c]]
 
 
-def plan_sysu(seed: int, identities: list[Identity], per_camera: int, camera_dropout: float) -> Plan:
+def plan_sysu(seed: int, identities: list[Identity], per_camera: int, camera_dropout: float,
+              n_test: int | None = None) -> Plan:
     pids = [ident.pid for ident in identities]
     order = [int(p) for p in rng_for(seed, STREAM_SPLIT, 0).permutation(pids)]
-    n_test = len(pids) // 2
+    n_test = len(pids) // 2 if n_test is None else n_test
     test, rest = sorted(order[:n_test]), order[n_test:]
     n_val = max(1, round(0.25 * len(rest)))
     val, train = sorted(rest[:n_val]), sorted(rest[n_val:])
@@ -93,7 +94,7 @@ def plan_sysu(seed: int, identities: list[Identity], per_camera: int, camera_dro
     return Plan("sysu", images, files, sorted(train + val), test)
 
 
-def plan_regdb(seed: int, identities: list[Identity], per_camera: int) -> Plan:
+def plan_regdb(seed: int, identities: list[Identity], per_camera: int, n_test: int | None = None) -> Plan:
     images = []
     paths: dict[tuple[int, int], list[str]] = {}
     for ident in identities:
@@ -106,15 +107,16 @@ def plan_regdb(seed: int, identities: list[Identity], per_camera: int) -> Plan:
                 paths.setdefault((ident.pid, cam), []).append(rel)
     pids = [ident.pid for ident in identities]
     files = {}
+    n_train = len(pids) // 2 if n_test is None else len(pids) - n_test
     for t in range(1, REGDB_TRIALS + 1):
         order = [int(p) for p in rng_for(seed, STREAM_SPLIT, t).permutation(pids)]
-        halves = {"train": sorted(order[: len(pids) // 2]), "test": sorted(order[len(pids) // 2 :])}
+        halves = {"train": sorted(order[:n_train]), "test": sorted(order[n_train:])}
         for split, chosen in halves.items():
             for cam, mod in ((1, "visible"), (2, "thermal")):
                 lines = [f"{rel} {label}" for label, pid in enumerate(chosen) for rel in paths[(pid, cam)]]
                 files[f"idx/{split}_{mod}_{t}.txt"] = "\n".join(lines) + "\n"
     first = [int(p) for p in rng_for(seed, STREAM_SPLIT, 1).permutation(pids)]
-    return Plan("regdb", images, files, sorted(first[: len(pids) // 2]), sorted(first[len(pids) // 2 :]))
+    return Plan("regdb", images, files, sorted(first[:n_train]), sorted(first[n_train:]))
 
 
 def readme(layout: str, options: dict, n_images: int, version: str) -> str:
