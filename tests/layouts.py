@@ -90,3 +90,28 @@ def synthetic_store(root: Path, ids: int = 12, seed: int = 2, images_per_camera:
     if keypoints:
         build_cache(store, build_pose_backend("oracle", store), progress=False)
     return store.path, Path(synth.root)
+
+
+def write_rand_perm_cam(path: Path, counts: dict[tuple[int, int], int], n_ids: int, runs: int = 10,
+                        seed: int = 0) -> dict[tuple[int, int], np.ndarray]:
+    """SYSU-MM01's ``exp/rand_perm_cam.mat`` in the official structure (as the authors' MATLAB code reads it):
+    ``rand_perm_cam`` a 6 x 1 cell, one per camera; each a 1 x ``n_ids`` cell indexed by identity holding a
+    ``runs x n`` double matrix whose rows are permutations of 1..n (``counts[(cam, pid)]`` images; empty when
+    absent). Returns the matrices written, by (camera, identity)."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    cells = np.empty((6, 1), dtype=object)
+    written = {}
+    for cam in range(1, 7):
+        per_id = np.empty((1, n_ids), dtype=object)
+        for pid in range(1, n_ids + 1):
+            n = counts.get((cam, pid), 0)
+            m = np.stack([rng.permutation(n) + 1 for _ in range(runs)]).astype(np.float64) if n else np.zeros((0, 0))
+            per_id[0, pid - 1] = m
+            if n:
+                written[(cam, pid)] = m.astype(np.int64)
+        cells[cam - 1, 0] = per_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"rand_perm_cam": cells})
+    return written

@@ -18,12 +18,15 @@ EXAMPLES = """
   kglfr evaluate --features regdb_t1.npz --features regdb_t2.npz --protocol regdb-v2i   # one file per trial
   kglfr evaluate --features llcm_test.npz --protocol llcm-i2v --rerank --out llcm.json
   kglfr evaluate --checkpoint runs/demo/train/checkpoint.pt --store runs/demo/store --protocol sysu-all
+  kglfr evaluate --features sysu_test.npz --protocol sysu-all --gallery-draw official --gallery-perm rand_perm_cam.mat
 
 The features file (.npz) holds every test image of the dataset: feats (N x D), pids (N), cams (N),
 paths (N, relative to the dataset root, e.g. cam3/0001/0005.jpg); write it with
 kglfr.eval.save_features. SYSU and LLCM: one file, the gallery (LLCM VIS->IR: the probe set) is
-drawn from it per trial with seeds 0..trials-1. RegDB: each trial has its own model, so pass one
-file per trial (each gives one row).
+drawn from it per trial with seeds 0..trials-1; SYSU --gallery-draw official takes the dataset
+authors' fixed draw from exp/rand_perm_cam.mat instead (runs 1..trials, needs scipy; with --checkpoint
+the file defaults to the store's source root). RegDB: each trial has its own model, so pass one file
+per trial (each gives one row).
 """
 
 PROTOCOL_HELP = {
@@ -57,8 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()))
     p.add_argument("--multi-shot", action="store_true",
                    help="SYSU only: ten gallery images per identity and camera instead of one")
+    p.add_argument("--gallery-draw", choices=("seeded", "official"), default="seeded",
+                   help="SYSU only: seeded (default, random.seed(trial) as AGW) or official (the dataset "
+                   "authors' fixed permutations, exp/rand_perm_cam.mat, as their MATLAB code; needs scipy)")
+    p.add_argument("--gallery-perm", default=None, metavar="FILE.mat",
+                   help="with --gallery-draw official: the rand_perm_cam.mat to use (default with --checkpoint: "
+                   "<the store's SYSU root>/exp/rand_perm_cam.mat; required with --features)")
     p.add_argument("--trials", type=int, default=None,
-                   help="gallery draws, seeds 0..N-1 (default 10; RegDB: the number of files)")
+                   help="gallery draws, seeds 0..N-1 (official: runs 1..N; default 10; RegDB: the number of files)")
     p.add_argument("--distance", choices=DISTANCES, default="cosine",
                    help="cosine of L2-normalised features (default) or Euclidean of the raw features")
     p.add_argument("--rerank", action="store_true",
@@ -87,10 +96,22 @@ def run(args: argparse.Namespace) -> int:
         check_writable(f"{args.out}/.probe")
     elif args.out:
         check_writable(args.out)  # before the trials run
+    if args.gallery_perm and args.gallery_draw != "official":
+        raise KglfrError("--gallery-perm applies to --gallery-draw official only")
+    if args.gallery_draw == "official" and args.protocol and not args.protocol.startswith("sysu"):
+        raise KglfrError(f"--gallery-draw official is SYSU-MM01's (rand_perm_cam.mat); {args.protocol} has none")
     if args.checkpoint:
         return run_checkpoint(args)
     if not args.features or not args.protocol:
         raise KglfrError("give --features FILE.npz and --protocol P, or --checkpoint CKPT --store STORE")
+    official = None
+    if args.gallery_draw == "official":
+        from kglfr.eval.sysu_official import load_permutations
+
+        if not args.gallery_perm:
+            raise KglfrError("--gallery-draw official with --features needs --gallery-perm FILE "
+                             "(the dataset's <SYSU root>/exp/rand_perm_cam.mat)")  # fmt: skip
+        official = load_permutations(args.gallery_perm)
     features = [load_features(f) for f in args.features]
     rerank = RerankConfig(args.rerank_k1, args.rerank_k2, args.rerank_lambda) if args.rerank else None
     result = evaluate_protocol(
@@ -100,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         shots=10 if args.multi_shot else 1,
         distance=args.distance,
         rerank=rerank,
+        official=official,
     )
     print(format_table(result))
     if args.out:
@@ -116,21 +138,22 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     from kglfr.data.store import Store
     from kglfr.eval.report import format_table, write_result
     from kglfr.train.checkpoint import load_model
-    from kglfr.train.evaluator import check_protocols, evaluate_model
+    from kglfr.train.evaluator import check_protocols, evaluate_model, store_permutations
 
     if args.features:
         raise KglfrError("give either --features or --checkpoint, not both")
     if not args.store:
         raise KglfrError("--checkpoint needs --store STORE (the prepared store to evaluate on)")
     store = Store.open(args.store)
-    model, data = load_model(args.checkpoint, args.device)
     protocols = check_protocols(store.dataset, [args.protocol] if args.protocol else None)
     if not protocols:
         raise KglfrError(f"no published protocol for dataset {store.dataset!r}; pass --protocol")
+    official = store_permutations(store, args.gallery_perm) if args.gallery_draw == "official" else None
+    model, data = load_model(args.checkpoint, args.device)
     size = tuple(data.get("input_size", store.size))
     trial = data.get("config", {}).get("data", {}).get("trial")
     ev = evaluate_model(model, store, protocols, trial=trial, size=size, trials=args.trials or 10,
-                        device=args.device, flip=args.flip, progress=True)
+                        device=args.device, flip=args.flip, progress=True, official=official)
     for name, by in ev.results.items():
         result = by[args.feature]
         print(f"{args.feature} feature of {args.checkpoint} (chance Rank-1 {ev.chance_rank1[name]:.2f})")

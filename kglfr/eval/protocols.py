@@ -27,6 +27,11 @@ Verified against the public code that produced the published numbers:
   that, so its numbers compare with the published LLCM tables. Ranking: gallery images of the
   query's identity from the query's camera are removed; CMC counts identities.
 
+SYSU-MM01 also has the dataset authors' fixed draw (``exp/rand_perm_cam.mat``, MATLAB
+``evaluation/get_testing_set.m``): ``official=`` in :func:`evaluate_protocol`, see
+:mod:`kglfr.eval.sysu_official`. Its trials are the file's runs 1..10, not comparable one to one with
+the seeded draw's.
+
 In every protocol a query whose identity has no image left in its gallery counts nowhere (the
 published code's normalisation), and ties in distance keep gallery order.
 """
@@ -43,6 +48,7 @@ from kglfr.data.records import Modality
 from kglfr.errors import KglfrError
 from kglfr.eval import metrics as M
 from kglfr.eval.rerank import RerankConfig, k_reciprocal_rerank
+from kglfr.eval.sysu_official import GalleryPermutations, OfficialPlan, official_draw, plan_official
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +228,11 @@ class TrialPlan:
     query: np.ndarray | None  # None: drawn per trial
     gallery: np.ndarray | None
     groups: list[np.ndarray]  # the drawn side's (identity, camera) groups
+    official: OfficialPlan | None = None  # the drawn side from rand_perm_cam.mat instead of random.seed
 
     @staticmethod
-    def build(protocol: Protocol, pids, cams, paths, modality) -> TrialPlan:
+    def build(protocol: Protocol, pids, cams, paths, modality,
+              official: GalleryPermutations | None = None) -> TrialPlan:
         sides, groups = [], []
         for image_set in (protocol.query, protocol.gallery):
             idx = select(image_set, cams, modality)
@@ -233,13 +241,18 @@ class TrialPlan:
                 sides.append(None)
             else:
                 sides.append(idx if protocol.trial_per_file else listing_order(idx, pids, cams, paths))
-        return TrialPlan(sides[0], sides[1], groups)
+        plan = None if official is None else plan_official(groups, pids, cams, official)
+        return TrialPlan(sides[0], sides[1], groups, plan)
 
     def sets(self, trial: int, shots: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(query indices, gallery indices) of one trial."""
+        """(query indices, gallery indices) of one trial: the seed, or with ``official`` the file's
+        run (1-based)."""
         if self.query is not None and self.gallery is not None:
             return self.query, self.gallery
-        drawn = draw_from(self.groups, trial, shots)
+        if self.official is not None:
+            drawn = official_draw(self.official, trial, shots)
+        else:
+            drawn = draw_from(self.groups, trial, shots)
         return (drawn if self.query is None else self.query, drawn if self.gallery is None else self.gallery)
 
 
@@ -317,7 +330,7 @@ def check_feature_values(feats: np.ndarray, source: str) -> None:
 
 @dataclass(frozen=True)
 class TrialResult:
-    trial: int  # the seed (drawn protocols, 0-based) or the trial number (RegDB, 1-based)
+    trial: int  # the seed (drawn protocols, 0-based), the official run (1-based) or the trial number (RegDB)
     metrics: M.Metrics
     num_query: int
     num_gallery: int
@@ -332,6 +345,8 @@ class ProtocolResult:
     distance: str
     rerank: RerankConfig | None
     trials: list[TrialResult] = field(default_factory=list)
+    gallery_draw: str | None = None  # "seeded" or "official"; None when nothing is drawn (RegDB)
+    gallery_perm: tuple[str, str | None] | None = None  # official: (rand_perm_cam.mat, its sha256)
 
     @property
     def shot_name(self) -> str:
@@ -359,13 +374,16 @@ def evaluate_protocol(
     shots: int = 1,
     distance: str = "cosine",
     rerank: RerankConfig | None = None,
+    official: GalleryPermutations | None = None,
 ) -> ProtocolResult:
     """Run ``protocol`` on ``features`` (a :class:`~kglfr.eval.features.FeatureSet`, or for RegDB a
     sequence of them, one per trial) and return every trial's metrics.
 
     ``trials``: number of gallery draws, seeds 0..trials-1 (default 10); for RegDB it must equal
     the number of feature sets when given. ``shots``: 1, or 10 for SYSU multi-shot. ``rerank``:
-    k-reciprocal re-ranking of every trial's query + gallery, off when None.
+    k-reciprocal re-ranking of every trial's query + gallery, off when None. ``official``: SYSU only,
+    draw the gallery from the dataset authors' permutations (trials are then the file's runs 1..n)
+    instead of ``random.seed(trial)``.
     """
     protocol = get_protocol(protocol)
     sets = list(features) if isinstance(features, (list, tuple)) else [features]
@@ -375,6 +393,9 @@ def evaluate_protocol(
         raise ProtocolError(f"multi-shot applies to the SYSU-MM01 protocols only, not {protocol.name}")
     if shots < 1:
         raise ProtocolError(f"shots must be 1 or more, got {shots}")
+    if official is not None and protocol.dataset != "sysu":
+        raise ProtocolError(f"the official gallery draw (rand_perm_cam.mat) is SYSU-MM01's; {protocol.name} "
+                            "has none, use the seeded draw")  # fmt: skip
     if protocol.trial_per_file:
         if trials is not None and trials != len(sets):
             raise ProtocolError(
@@ -392,9 +413,14 @@ def evaluate_protocol(
         n = DEFAULT_TRIALS if trials is None else trials
         if n < 1:
             raise ProtocolError(f"--trials must be 1 or more, got {n}")
-        runs = [(t, sets[0]) for t in range(n)]
+        first = 0 if official is None else 1  # seeds 0..n-1, or the file's runs 1..n
+        runs = [(t + first, sets[0]) for t in range(n)]
 
     result = ProtocolResult(protocol, 0 if protocol.drawn is None else shots, distance, rerank)
+    if protocol.drawn is not None:
+        result.gallery_draw = "seeded" if official is None else "official"
+    if official is not None:
+        result.gallery_perm = (official.source, official.sha256)
     kwargs = dict(rule=protocol.rule, dedup_cmc=protocol.dedup_cmc)
     cache: dict[int, tuple] = {}  # per features file: what every trial shares
     for trial, fs in runs:
@@ -402,7 +428,10 @@ def evaluate_protocol(
             modality = image_modalities(protocol.dataset, fs.cams, fs.paths, fs.modalities)
             check_cameras(protocol, fs.cams, modality, fs.source)
             check_feature_values(fs.feats, fs.source)
-            plan = TrialPlan.build(protocol, fs.pids, fs.cams, fs.paths, modality)
+            plan = TrialPlan.build(protocol, fs.pids, fs.cams, fs.paths, modality, official)
+            if plan.official is not None and plan.official.runs < len(runs):
+                raise ProtocolError(f"{official.source} holds {plan.official.runs} run(s), fewer than the "
+                                    f"{len(runs)} trials asked; pass --trials {plan.official.runs} or fewer")
             feats = M.prepare(fs.feats, distance)  # normalised once for every trial
             # the sides that are not drawn are the same every trial: gather their features once
             fixed = [None if side is None else feats[side] for side in (plan.query, plan.gallery)]

@@ -17,15 +17,20 @@ COLUMN_NAMES = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank
 def result_to_dict(result: ProtocolResult) -> dict:
     """``{"protocol", "trials": [{rank1..mINP}], "mean", "std", ...}``, metrics in percent.
 
-    Besides the metrics: the protocol's title, shot setting, trial ids (gallery seeds, or RegDB
-    trial numbers), whether re-ranking was used (and its parameters), the distance, and per trial
-    the query and gallery sizes, the queries without a true match, and the features file (path and
+    Besides the metrics: the protocol's title, shot setting, the gallery draw (``seeded``:
+    ``random.seed(trial)``; ``official``: SYSU-MM01's ``rand_perm_cam.mat``, with its path and sha256;
+    null when nothing is drawn), trial ids (gallery seeds, official runs, or RegDB trial numbers),
+    whether re-ranking was used (and its parameters), the distance, and per trial the query and
+    gallery sizes, the queries without a true match, and the features file (path and
     sha256); and the kglfr version."""
     rerank = result.rerank
     return {
         "protocol": result.protocol.name,
         "title": result.protocol.title,
         "shot": result.shot_name,
+        "gallery_draw": result.gallery_draw,
+        "gallery_perm": None if result.gallery_perm is None else
+        {"path": result.gallery_perm[0], "sha256": result.gallery_perm[1]},
         "num_trials": len(result.trials),
         "trial_ids": [t.trial for t in result.trials],
         "reranking": rerank is not None,
@@ -56,6 +61,8 @@ def header_line(result: ProtocolResult) -> str:
     n = len(result.trials)
     parts = [f"{result.protocol.title} [{result.protocol.name}]", result.shot_name,
              f"{n} trial{'s' if n != 1 else ''}", f"re-ranking: {rr}", f"distance: {result.distance}"]
+    if result.gallery_draw is not None:
+        parts.insert(2, f"{'gallery' if result.protocol.gallery.drawn else 'probe'} draw: {result.gallery_draw}")
     line = " | ".join(parts)
     if result.protocol.note:
         line += f"\n({result.protocol.note})"

@@ -105,6 +105,8 @@ class EvalConfig:
     batch_size: int = 128
     flip: bool = False
     report_epoch: str = "last"
+    gallery_draw: str = "seeded"
+    gallery_perm: str | None = None
 
 
 @dataclass
@@ -125,6 +127,7 @@ CHOICES = {
     "train.channels_last": ("auto", "on", "off"),
     "model.arch": ("resnet18", "resnet34", "resnet50"),
     "eval.report_epoch": ("last", "best"),
+    "eval.gallery_draw": ("seeded", "official"),
 }
 
 

@@ -21,6 +21,7 @@ from kglfr.data.transforms import TestTransform, store_batch_to_tensor
 from kglfr.errors import KglfrError
 from kglfr.eval.features import FeatureSet, check_features
 from kglfr.eval.protocols import PROTOCOLS, ProtocolResult, evaluate_protocol
+from kglfr.eval.sysu_official import PERM_FILE, GalleryPermutations, load_permutations
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,15 @@ def check_protocols(dataset: str, names: Sequence[str] | None) -> tuple[str, ...
         if PROTOCOLS[n].dataset != dataset:
             raise KglfrError(f"protocol {n} is for {PROTOCOLS[n].dataset}, but the store holds {dataset}")
     return tuple(names)
+
+
+def store_permutations(store: Store, path: str | None = None) -> GalleryPermutations:
+    """SYSU-MM01's official gallery permutations for ``store``: ``path``, or by default the file
+    shipped in the store's source root (``<root>/exp/rand_perm_cam.mat``)."""
+    if store.dataset != "sysu":
+        raise KglfrError(f"the official gallery draw (rand_perm_cam.mat) is SYSU-MM01's; store {store.path} "
+                         f"holds {store.dataset}, use the seeded draw")  # fmt: skip
+    return load_permutations(path if path else store.root / PERM_FILE)
 
 
 @torch.no_grad()
@@ -137,8 +147,10 @@ def evaluate_model(
     flip: bool = False,
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
+    official: GalleryPermutations | None = None,
 ) -> Evaluation:
-    """Extract the test split's features once and score them under every protocol."""
+    """Extract the test split's features once and score them under every protocol; ``official``:
+    draw SYSU's gallery from these permutations (:func:`store_permutations`) instead of the seeds."""
     indices = store.indices(TEST, trial)
     if not len(indices):
         raise KglfrError(f"store {store.path} has no test images (trial {trial})")
@@ -151,7 +163,8 @@ def evaluate_model(
         by = {}
         for kind, fs in sets.items():
             by[kind] = evaluate_protocol([fs] if p.trial_per_file else fs, p,
-                                         trials=None if p.trial_per_file else trials)  # fmt: skip
+                                         trials=None if p.trial_per_file else trials,
+                                         official=official)  # fmt: skip
         results[name] = by
         gallery_ids = np.unique(store.pids[indices][store.modalities[indices] == int(p.gallery.modality)])
         chance[name] = 100.0 / max(len(gallery_ids), 1)

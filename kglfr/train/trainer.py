@@ -39,7 +39,7 @@ from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, modality_counts, step_generator
 from kglfr.train.erasing import keypoint_erasing, random_erasing
-from kglfr.train.evaluator import Evaluation, check_protocols, evaluate_model
+from kglfr.train.evaluator import Evaluation, check_protocols, evaluate_model, store_permutations
 from kglfr.train.losses import (
     batch_hard_triplet,
     cross_entropy,
@@ -344,6 +344,8 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
                      ids_per_batch=cfg.data.ids_per_batch, per_modality=cfg.data.per_modality, seed=seed,
                      rank=rt.rank, world_size=rt.world_size, iters_per_epoch=cfg.train.iters_per_epoch)  # fmt: skip
     protocols = check_protocols(store.dataset, cfg.eval.protocols)
+    # read (and check) the official permutations before training, not at the first evaluation
+    official = store_permutations(store, cfg.eval.gallery_perm) if cfg.eval.gallery_draw == "official" else None
     model = build_model(cfg, data.num_classes)
     data.transform.heatmap_size = model.feature_map_size(size)
     opt = cfg.optim
@@ -457,11 +459,11 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
                 return TrainResult(folder, epoch + 1, None, {"stopped": "max_steps"})
             every = int(cfg.train.eval_every)
             if rt.main and protocols and every > 0 and (epoch + 1) % every == 0 and epoch + 1 < epochs:
-                ev = _evaluate(model, store, cfg, rt, protocols, size, progress)
+                ev = _evaluate(model, store, cfg, rt, protocols, size, progress, official)
                 _log_eval(metrics, ev, epoch + 1, folder)
                 evals.append((epoch + 1, ev))
     if rt.main and protocols:
-        evaluation = _evaluate(model, store, cfg, rt, protocols, size, progress)
+        evaluation = _evaluate(model, store, cfg, rt, protocols, size, progress, official)
         _log_eval(metrics, evaluation, epochs, folder)
         evals.append((epochs, evaluation))
     summary = write_report(folder, evaluation, cfg, store, epochs) if rt.main else {}
@@ -481,10 +483,10 @@ def _bar(total: int, initial: int, desc: str, enabled: bool):
                 mininterval=1.0, dynamic_ncols=True, leave=False)  # fmt: skip
 
 
-def _evaluate(model, store: Store, cfg, rt: Runtime, protocols, size, progress: bool) -> Evaluation:
+def _evaluate(model, store: Store, cfg, rt: Runtime, protocols, size, progress: bool, official=None) -> Evaluation:
     return evaluate_model(model, store, protocols, trial=cfg.data.trial, size=size, trials=cfg.eval.trials,
                           batch_size=cfg.eval.batch_size, device=rt.device, flip=cfg.eval.flip,
-                          amp_dtype=rt.amp_dtype, progress=progress)  # fmt: skip
+                          amp_dtype=rt.amp_dtype, progress=progress, official=official)  # fmt: skip
 
 
 def _log_eval(metrics: MetricsLog, ev: Evaluation, epoch: int, folder: Path) -> None:
@@ -524,7 +526,8 @@ def write_report(folder: Path, ev: Evaluation | None, cfg, store: Store, epochs:
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     tables = []
     for p, by in ev.results.items():
-        summary["protocols"][p] = {"chance_rank1": ev.chance_rank1[p]}
+        summary["protocols"][p] = {"chance_rank1": ev.chance_rank1[p],
+                                   "gallery_draw": next(iter(by.values())).gallery_draw}  # fmt: skip
         for kind, r in by.items():
             write_json_atomic(folder / "results" / f"{p}_{kind}.json", {**result_to_dict(r), "feature": kind,
                                                                          "epoch": epochs}, indent=2)
