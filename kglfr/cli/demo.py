@@ -151,6 +151,38 @@ def method_overrides(preset: str) -> list[str]:
     return out
 
 
+ABLATION_MARK = "ablation.json"
+
+
+def synth_options(args: argparse.Namespace) -> dict:
+    """What the demo's synthetic data depends on (its bytes are a function of these and the version)."""
+    from kglfr import __version__
+
+    return {"ids": args.ids, "test_ids": args.test_ids, "images_per_camera": args.images_per_camera,
+            "seed": args.seed, "size": [DEMO_DEFAULTS["height"], DEMO_DEFAULTS["width"]], "kglfr": __version__}
+
+
+def finished_run(run_dir: Path, cfg, data: dict) -> dict | None:
+    """The summary of an ablation run that finished with this config on the same synthetic data, so an
+    interrupted ``--ablation`` picks up where it stopped; None when it has to be (re)trained."""
+    import json
+
+    import yaml
+
+    from kglfr.train import config as C
+
+    try:
+        if json.loads((run_dir / ABLATION_MARK).read_text()) != data:
+            return None
+        saved = C.config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError, yaml.YAMLError, C.ConfigError):
+        return None
+    if C.diff(C.to_dict(saved), C.to_dict(cfg)) or summary.get("epoch") != int(cfg.train.epochs):
+        return None
+    return summary if "sysu-all" in summary.get("protocols", {}) else None
+
+
 def _ablation(args: argparse.Namespace, store: Path, out: Path, report: Path) -> None:
     import json
 
@@ -160,6 +192,7 @@ def _ablation(args: argparse.Namespace, store: Path, out: Path, report: Path) ->
     from kglfr.train import config as C
     from kglfr.train.trainer import train
 
+    data = synth_options(args)
     rows = []
     for idx, preset, re_, kegfr, kmlfr in TABLE2:
         r1s, maps = [], []
@@ -168,12 +201,17 @@ def _ablation(args: argparse.Namespace, store: Path, out: Path, report: Path) ->
             print(f"[4/5] Table 2 row {idx} ({preset}) at demo scale, seed {seed}")
             cfg = C.load_config("demo", [*method_overrides(preset), *_overrides(args, store, seed)])
             run_dir = out / "ablation" / f"{preset.split('/')[1]}-seed{seed}"
-            _fresh(run_dir)
-            res = train(cfg, run_dir, progress=not args.no_progress)
-            m = res.summary["protocols"]["sysu-all"]["bn"]["mean"]
+            summary = finished_run(run_dir, cfg, data)
+            if summary is None:
+                _fresh(run_dir)
+                summary = train(cfg, run_dir, progress=not args.no_progress).summary
+                write_json_atomic(run_dir / ABLATION_MARK, data, indent=2)
+            else:
+                print(f"      {run_dir} finished earlier with this config and data: kept")
+            m = summary["protocols"]["sysu-all"]["bn"]["mean"]
             r1s.append(m["rank1"])
             maps.append(m["mAP"])
-            chance = res.summary["protocols"]["sysu-all"]["chance_rank1"]
+            chance = summary["protocols"]["sysu-all"]["chance_rank1"]
         rows.append({"idx": idx, "preset": preset, "random_erasing": re_, "kegfr": kegfr, "kmlfr": kmlfr,
                      "rank1": r1s, "mAP": maps, "chance_rank1": chance})  # fmt: skip
     print("[5/5] ablation table")
