@@ -115,3 +115,14 @@ def write_rand_perm_cam(path: Path, counts: dict[tuple[int, int], int], n_ids: i
     path.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(str(path), {"rand_perm_cam": cells})
     return written
+
+
+def evaluate_error(capsys, argv: list[str]) -> str:
+    """Run ``kglfr evaluate`` expecting a one-line error and exit status 2; return the line."""
+    from kglfr.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("kglfr evaluate: error: ") and "\n" not in err, err
+    return err

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layouts import evaluate_error as run_error
 
 from kglfr.cli import main
 from kglfr.eval.features import load_features, save_features
@@ -35,14 +36,6 @@ def write(tmp_path, name="feats.npz", **arrays):
     path = tmp_path / name
     np.savez(path, **arrays)
     return str(path)
-
-
-def run_error(capsys, argv):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2
-    assert err.startswith("kglfr evaluate: error: ") and "\n" not in err, err
-    return err
 
 
 def test_sysu_all_result_file_and_table(tmp_path, capsys):

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from layouts import evaluate_error as run_error
 from layouts import write_rand_perm_cam
 
 from kglfr.cli import main
@@ -106,14 +107,6 @@ def test_cli_official_draw(official, tmp_path, capsys):
     assert "gallery draw: official" in capsys.readouterr().out
     assert main(argv[:-6] + ["--out", str(out)]) == 0  # the default: seeded
     assert json.loads(out.read_text())["gallery_draw"] == "seeded"
-
-
-def run_error(capsys, argv):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2
-    assert err.startswith("kglfr evaluate: error: ") and "\n" not in err, err
-    return err
 
 
 def _damage(kind, arrays, mat):
