@@ -412,8 +412,10 @@ def test_caches_of_several_backends_are_kept_side_by_side(fresh):
     assert (oracle / "heatmaps.u8").stat().st_mtime_ns == stamp  # not replaced
     assert KeypointCache.open(fresh, backend="oracle").backend == "oracle"
     assert KeypointCache.open(fresh, backend="other").backend == "other"
+    other_done = (fresh.path / "keypoints" / "other" / "meta.json").stat().st_mtime_ns
+    os.utime(oracle / "meta.json", ns=(other_done - 10**9, other_done - 10**9))
     assert KeypointCache.open(fresh).backend == "other"  # the most recent
-    os.utime(oracle / "meta.json")  # oracle finished last
+    os.utime(oracle / "meta.json", ns=(other_done + 10**9, other_done + 10**9))  # oracle finished last
     assert KeypointCache.open(fresh).backend == "oracle"
     again = build_cache(fresh, OracleBackend(root=fresh.root), progress=False)
     assert again.computed == 0
