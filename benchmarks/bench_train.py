@@ -78,24 +78,29 @@ def make_stepper(cfg, store: Store, cache: KeypointCache) -> tuple[Callable[[int
     return one, data.sampler.batch_size, rt.device
 
 
-def interleaved_rates(
-    cfgs: dict, store: Store, cache: KeypointCache, steps: int
-) -> dict[str, tuple[float, float | None]]:
-    """images/s (and peak GPU GiB) of each preset's step, the presets' steps alternating so that each sees
-    the same machine state (measured one after the other, the first preset's steps were 8-11% slower here)."""
+def interleaved_rates(cfgs: dict, store: Store, cache: KeypointCache, steps: int) -> dict[str, float]:
+    """images/s of each preset's step, the presets' steps alternating so that each sees the same machine
+    state (measured one after the other, the first preset's steps were 8-11% slower here)."""
     steppers = {name: make_stepper(cfg, store, cache) for name, cfg in cfgs.items()}
     spent = dict.fromkeys(cfgs, 0.0)
-    peak = dict.fromkeys(cfgs)
     for i in range(steps):
-        for name, (one, _, device) in steppers.items():
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+        for name, (one, _, _) in steppers.items():
             t0 = time.perf_counter()
             one(i + 1)
             spent[name] += time.perf_counter() - t0
-            if device.type == "cuda":
-                peak[name] = max(peak[name] or 0.0, torch.cuda.max_memory_allocated() / 2**30)
-    return {name: (steps * steppers[name][1] / spent[name], peak[name]) for name in cfgs}
+    return {name: steps * batch / spent[name] for name, (_, batch, _) in steppers.items()}
+
+
+def peak_gpu_gib(cfg, store: Store, cache: KeypointCache) -> float:
+    """Peak GPU memory of one step with only this preset's model on the device (not interleaved, so that the
+    other model's weights and optimiser state do not count)."""
+    one, _, _ = make_stepper(cfg, store, cache)
+    torch.cuda.reset_peak_memory_stats()
+    one(1)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    del one
+    torch.cuda.empty_cache()
+    return peak
 
 
 def pipeline_rate(cfg, store: Store, cache: KeypointCache, size, fmap, steps: int) -> float:
@@ -130,14 +135,14 @@ def main() -> None:
                   f"data.width={args.width}", f"train.device={args.device}"]  # fmt: skip
         figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": 64}
         cfgs = {p.split("/")[1]: C.load_config(p, common) for p in ("sysu/baseline", "sysu/kglfr")}
-        rates = {}
-        for name, (rate, peak) in interleaved_rates(cfgs, store, cache, args.steps).items():
-            rates[name] = rate
-            figures[f"step_{name}_images_per_s"] = rate
-            if peak is not None:
-                figures[f"peak_gpu_memory_{name}_gib"] = peak
         cfg = cfgs["kglfr"]
         rt = resolve_runtime(cfg)
+        if rt.device.type == "cuda":
+            for name, c in cfgs.items():
+                figures[f"peak_gpu_memory_{name}_gib"] = peak_gpu_gib(c, store, cache)
+        rates = interleaved_rates(cfgs, store, cache, args.steps)
+        for name, rate in rates.items():
+            figures[f"step_{name}_images_per_s"] = rate
         figures["device"] = str(rt.device)
         figures["amp"] = None if rt.amp_dtype is None else str(rt.amp_dtype)
         figures["kglfr_over_baseline_step_time"] = rates["baseline"] / rates["kglfr"]

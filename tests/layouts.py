@@ -1,4 +1,5 @@
-"""Tiny dataset folders in the official layouts, written with plain image files, for reader tests."""
+"""Test helpers: tiny dataset folders in the official layouts (plain image files), a synthetic store, a
+SYSU-MM01 permutation file, and the one-line error check of ``kglfr evaluate``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from kglfr.cli import main
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 20)) -> None:
@@ -119,8 +122,6 @@ def write_rand_perm_cam(path: Path, counts: dict[tuple[int, int], int], n_ids: i
 
 def evaluate_error(capsys, argv: list[str]) -> str:
     """Run ``kglfr evaluate`` expecting a one-line error and exit status 2; return the line."""
-    from kglfr.cli import main
-
     rc = main(argv)
     err = capsys.readouterr().err.strip()
     assert rc == 2

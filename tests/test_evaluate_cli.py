@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layouts import evaluate_error as run_error
+from layouts import evaluate_error
 
 from kglfr.cli import main
 from kglfr.eval.features import load_features, save_features
@@ -84,7 +84,7 @@ def test_regdb_one_file_per_trial(tmp_path, capsys):
     assert main(["evaluate", *files, "--protocol", "regdb-i2v", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["trial_ids"] == [1, 2] and len(res["trials"]) == 2 and res["shot"] == "all images"
-    err = run_error(capsys, ["evaluate", *files, "--protocol", "regdb-i2v", "--trials", "10"])
+    err = evaluate_error(capsys, ["evaluate", *files, "--protocol", "regdb-i2v", "--trials", "10"])
     assert "one trial" in err
 
 
@@ -100,14 +100,14 @@ def test_save_features_round_trip(tmp_path):
 def test_missing_key(tmp_path, capsys, drop, match):
     arrays = sysu_arrays()
     del arrays[drop]
-    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
+    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
     assert match in err
 
 
 def test_mismatched_lengths(tmp_path, capsys):
     arrays = sysu_arrays()
     arrays["pids"] = arrays["pids"][:-1]
-    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
+    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
     assert "lengths differ" in err and "'pids' has" in err
 
 
@@ -115,25 +115,25 @@ def test_protocol_cameras_absent(tmp_path, capsys):
     arrays = sysu_arrays()
     vis = ~np.isin(arrays["cams"], (3, 6))
     arrays = {k: v[vis] for k, v in arrays.items()}
-    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
+    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
     assert "cameras 3, 6" in err or "camera(s) 3, 6" in err
 
 
 def test_other_bad_files(tmp_path, capsys):
-    err = run_error(capsys, ["evaluate", "--features", str(tmp_path / "nope.npz"), "--protocol", "sysu-all"])
+    err = evaluate_error(capsys, ["evaluate", "--features", str(tmp_path / "nope.npz"), "--protocol", "sysu-all"])
     assert "does not exist" in err
     arrays = sysu_arrays()
     arrays["paths"] = arrays["paths"].astype(object)
-    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
+    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all"])
     assert "string array" in err
     (tmp_path / "junk.npz").write_text("not a zip")
-    err = run_error(capsys, ["evaluate", "--features", str(tmp_path / "junk.npz"), "--protocol", "sysu-all"])
+    err = evaluate_error(capsys, ["evaluate", "--features", str(tmp_path / "junk.npz"), "--protocol", "sysu-all"])
     assert "not a readable .npz" in err
     arrays = sysu_arrays()
-    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "regdb-v2i",
-                             "--multi-shot"])
+    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "regdb-v2i",
+                                  "--multi-shot"])
     assert "multi-shot" in err
-    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "llcm-i2v"])
+    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "llcm-i2v"])
     assert "modality" in err
 
 
@@ -154,7 +154,7 @@ def test_query_identity_without_gallery_warns_and_is_left_out(tmp_path, capsys, 
 
 def test_features_of_another_dataset_are_refused(tmp_path, capsys):
     npz = write(tmp_path, **sysu_arrays())
-    err = run_error(capsys, ["evaluate", "--features", npz, "--protocol", "regdb-v2i"])
+    err = evaluate_error(capsys, ["evaluate", "--features", npz, "--protocol", "regdb-v2i"])
     assert "camera(s) 3, 4, 5, 6, which RegDB does not have" in err and "another dataset" in err
 
 
@@ -196,6 +196,6 @@ def test_unwritable_out_is_refused_before_any_trial_runs(tmp_path, capsys, monke
     monkeypatch.setattr(ev, "evaluate_protocol", must_not_run)
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "afile" / "r.json" if where == "file-as-folder" else tmp_path
-    err = run_error(capsys, ["evaluate", "--features", write(tmp_path, **sysu_arrays()), "--protocol", "sysu-all",
-                             "--out", str(out)])  # fmt: skip
+    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **sysu_arrays()), "--protocol", "sysu-all",
+                                  "--out", str(out)])  # fmt: skip
     assert str(out) in err and ".tmp" not in err

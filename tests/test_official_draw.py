@@ -8,8 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from layouts import evaluate_error as run_error
-from layouts import write_rand_perm_cam
+from layouts import evaluate_error, write_rand_perm_cam
 
 from kglfr.cli import main
 from kglfr.eval.features import check_features
@@ -156,7 +155,7 @@ def test_cli_errors_are_one_line(official, tmp_path, capsys, kind, words):
     npz = tmp_path / "feats.npz"
     np.savez(npz, **arrays)
     _damage(kind, arrays, mat)
-    err = run_error(capsys, ["evaluate", "--features", str(npz), "--protocol", "sysu-all",
+    err = evaluate_error(capsys, ["evaluate", "--features", str(npz), "--protocol", "sysu-all",
                              "--gallery-draw", "official", "--gallery-perm", str(mat)])  # fmt: skip
     for w in words:
         assert w in err, err
@@ -167,13 +166,14 @@ def test_cli_option_errors(official, tmp_path, capsys, monkeypatch):
     npz = tmp_path / "feats.npz"
     np.savez(npz, **arrays)
     base = ["evaluate", "--features", str(npz), "--protocol", "sysu-all"]
-    assert "--gallery-perm FILE" in run_error(capsys, [*base, "--gallery-draw", "official"])
-    assert "applies to --gallery-draw official" in run_error(capsys, [*base, "--gallery-perm", str(mat)])
-    err = run_error(capsys, ["evaluate", "--features", str(npz), "--protocol", "regdb-v2i", "--gallery-draw",
-                             "official", "--gallery-perm", str(mat)])  # fmt: skip
+    assert "--gallery-perm FILE" in evaluate_error(capsys, [*base, "--gallery-draw", "official"])
+    assert "applies to --gallery-draw official" in evaluate_error(capsys, [*base, "--gallery-perm", str(mat)])
+    err = evaluate_error(capsys, ["evaluate", "--features", str(npz), "--protocol", "regdb-v2i", "--gallery-draw",
+                                  "official", "--gallery-perm", str(mat)])  # fmt: skip
     assert "SYSU-MM01's" in err
     monkeypatch.setitem(sys.modules, "scipy.io", None)  # as if scipy were not installed
-    assert "pip install scipy" in run_error(capsys, [*base, "--gallery-draw", "official", "--gallery-perm", str(mat)])
+    official_argv = [*base, "--gallery-draw", "official", "--gallery-perm", str(mat)]
+    assert "pip install scipy" in evaluate_error(capsys, official_argv)
 
 
 def test_official_draw_is_sysu_only(official):
