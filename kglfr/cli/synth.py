@@ -17,6 +17,7 @@ EXAMPLES = """
   kglfr synth --layout sysu --out runs/synth-sysu                  # 40 ids, 4 images per camera, 288x144
   kglfr synth --layout regdb --out runs/synth-regdb --ids 40 --seed 1   # 128x64 BMPs, 10 trial splits
   kglfr synth --layout sysu --out runs/big --ids 200 --images-per-camera 8 --size-jitter 0.3
+  kglfr synth --layout sysu --out runs/demo-like --ids 400 --test-ids 48 --images-per-camera 2
   kglfr synth --layout sysu --out runs/synth-sysu --seed 2 --force # replace an earlier synth output
 """
 
