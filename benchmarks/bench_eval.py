@@ -171,16 +171,18 @@ def sysu_features(seed=0):
             cams.append(c)
             paths.append(f"cam{c}/{p:04d}/{k + 1:04d}.jpg")
     pids = np.array(pids)
-    return check_features(identity_features(rng, pids, 4.0), pids, np.array(cams), np.array(paths),
-                          source="synthetic SYSU")
+    return check_features(
+        identity_features(rng, pids, 4.0), pids, np.array(cams), np.array(paths), source="synthetic SYSU"
+    )
 
 
 def regdb_features(seed=1):
     rng = np.random.default_rng(seed)
     pids = np.repeat(np.arange(206), 20)
     cams = np.tile(np.repeat([1, 2], 10), 206)
-    paths = np.array([f"{'Visible' if c == 1 else 'Thermal'}/{p}/{k:02d}.bmp"
-                      for k, (p, c) in enumerate(zip(pids, cams))])
+    paths = np.array(
+        [f"{'Visible' if c == 1 else 'Thermal'}/{p}/{k:02d}.bmp" for k, (p, c) in enumerate(zip(pids, cams))]
+    )
     return check_features(identity_features(rng, pids, 4.0), pids, cams, paths, source="synthetic RegDB")
 
 
@@ -193,8 +195,7 @@ def as_vectors(results):
 
 
 def ours_vectors(result):
-    return np.array([np.concatenate([t.metrics.cmc[:20], [t.metrics.mAP, t.metrics.mINP]])
-                     for t in result.trials])
+    return np.array([np.concatenate([t.metrics.cmc[:20], [t.metrics.mAP, t.metrics.mINP]]) for t in result.trials])
 
 
 def bench_protocols(repeat: int) -> dict:
@@ -211,22 +212,41 @@ def bench_protocols(repeat: int) -> dict:
     t_ref = timeit(lambda: ref_sysu(sysu, 10), repeat=repeat, warmup=0)
     t_ours = timeit(lambda: evaluate_protocol(sysu, "sysu-all", trials=10), repeat=repeat)
     # evaluation only, on the reference's own distance matrices
-    t_ref_eval = timeit(lambda: [ref_eval_sysu(-d, sysu.pids[q], sysu.pids[g], sysu.cams[q], sysu.cams[g])
-                                 for d, q, g in cache], repeat=repeat, warmup=0)
-    t_ours_eval = timeit(lambda: [evaluate(None, None, sysu.pids[q], sysu.pids[g], sysu.cams[q], sysu.cams[g],
-                                           dist=-d, rule="sysu-cam3-cam2", dedup_cmc=True)
-                                  for d, q, g in cache], repeat=repeat)
-    figures.update({
-        "sysu_all_10_trials_reference_s": t_ref,
-        "sysu_all_10_trials_ours_s": t_ours,
-        "sysu_all_speedup": t_ref / t_ours,
-        "sysu_all_eval_only_reference_s": t_ref_eval,
-        "sysu_all_eval_only_ours_s": t_ours_eval,
-        "sysu_all_eval_only_speedup": t_ref_eval / t_ours_eval,
-        "sysu_all_max_abs_diff": sysu_diff,
-        "sysu_all_rank1_mean_pct": ours.mean()["rank1"],
-        "sysu_all_mAP_mean_pct": ours.mean()["mAP"],
-    })
+    t_ref_eval = timeit(
+        lambda: [ref_eval_sysu(-d, sysu.pids[q], sysu.pids[g], sysu.cams[q], sysu.cams[g]) for d, q, g in cache],
+        repeat=repeat,
+        warmup=0,
+    )
+    t_ours_eval = timeit(
+        lambda: [
+            evaluate(
+                None,
+                None,
+                sysu.pids[q],
+                sysu.pids[g],
+                sysu.cams[q],
+                sysu.cams[g],
+                dist=-d,
+                rule="sysu-cam3-cam2",
+                dedup_cmc=True,
+            )
+            for d, q, g in cache
+        ],
+        repeat=repeat,
+    )
+    figures.update(
+        {
+            "sysu_all_10_trials_reference_s": t_ref,
+            "sysu_all_10_trials_ours_s": t_ours,
+            "sysu_all_speedup": t_ref / t_ours,
+            "sysu_all_eval_only_reference_s": t_ref_eval,
+            "sysu_all_eval_only_ours_s": t_ours_eval,
+            "sysu_all_eval_only_speedup": t_ref_eval / t_ours_eval,
+            "sysu_all_max_abs_diff": sysu_diff,
+            "sysu_all_rank1_mean_pct": ours.mean()["rank1"],
+            "sysu_all_mAP_mean_pct": ours.mean()["mAP"],
+        }
+    )
 
     ref_r, (distmat, q, g) = ref_regdb(regdb)
     ours_r = evaluate_protocol(regdb, "regdb-v2i")
@@ -235,17 +255,19 @@ def bench_protocols(repeat: int) -> dict:
     t_ours = timeit(lambda: evaluate_protocol(regdb, "regdb-v2i"), repeat=repeat)
     t_ref_eval = timeit(lambda: ref_eval_regdb(-distmat, regdb.pids[q], regdb.pids[g]), repeat=repeat, warmup=0)
     t_ours_eval = timeit(lambda: evaluate(None, None, regdb.pids[q], regdb.pids[g], dist=-distmat), repeat=repeat)
-    figures.update({
-        "regdb_1_trial_reference_s": t_ref,
-        "regdb_1_trial_ours_s": t_ours,
-        "regdb_speedup": t_ref / t_ours,
-        "regdb_eval_only_reference_s": t_ref_eval,
-        "regdb_eval_only_ours_s": t_ours_eval,
-        "regdb_eval_only_speedup": t_ref_eval / t_ours_eval,
-        "regdb_max_abs_diff": regdb_diff,
-        "regdb_rank1_pct": ours_r.mean()["rank1"],
-        "regdb_mAP_pct": ours_r.mean()["mAP"],
-    })
+    figures.update(
+        {
+            "regdb_1_trial_reference_s": t_ref,
+            "regdb_1_trial_ours_s": t_ours,
+            "regdb_speedup": t_ref / t_ours,
+            "regdb_eval_only_reference_s": t_ref_eval,
+            "regdb_eval_only_ours_s": t_ours_eval,
+            "regdb_eval_only_speedup": t_ref_eval / t_ours_eval,
+            "regdb_max_abs_diff": regdb_diff,
+            "regdb_rank1_pct": ours_r.mean()["rank1"],
+            "regdb_mAP_pct": ours_r.mean()["mAP"],
+        }
+    )
     figures["tolerance"] = TOLERANCE
     figures["identical"] = bool(max(sysu_diff, regdb_diff) <= TOLERANCE)
     return figures
@@ -294,9 +316,11 @@ def main() -> int:
     figures = bench_protocols(args.repeat)
     if args.scale:
         figures.update(bench_scale())
-    print(f"max |ours - reference| over CMC@1..20, mAP, mINP (fractions): SYSU "
-          f"{figures['sysu_all_max_abs_diff']:.2e}, RegDB {figures['regdb_max_abs_diff']:.2e} "
-          f"(tolerance {TOLERANCE:.0e})")
+    print(
+        f"max |ours - reference| over CMC@1..20, mAP, mINP (fractions): SYSU "
+        f"{figures['sysu_all_max_abs_diff']:.2e}, RegDB {figures['regdb_max_abs_diff']:.2e} "
+        f"(tolerance {TOLERANCE:.0e})"
+    )
     record("eval", figures)
     ok = figures["identical"] and figures["sysu_all_speedup"] >= 20 and figures["regdb_speedup"] >= 20
     if not ok:

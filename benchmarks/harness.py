@@ -60,8 +60,13 @@ def record(name: str, figures: dict, out_dir: Path | str = RESULTS) -> Path:
         shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
         print(f"  {key:<{width}}  {shown}")
     path = out_dir / f"{name}.json"
-    payload = {"name": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv,
-               "machine": machine(), "figures": figures}
+    payload = {
+        "name": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "argv": sys.argv,
+        "machine": machine(),
+        "figures": figures,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"  -> {path}")
     return path

@@ -100,8 +100,10 @@ class ReIDModel:
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.path = None if path is None else Path(path)
-        size = checkpoint.get("input_size") or (checkpoint.get("config", {}).get("data", {}).get("height", 288),
-                                                checkpoint.get("config", {}).get("data", {}).get("width", 144))
+        size = checkpoint.get("input_size") or (
+            checkpoint.get("config", {}).get("data", {}).get("height", 288),
+            checkpoint.get("config", {}).get("data", {}).get("width", 144),
+        )
         self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
         self._sha: str | None = None
 

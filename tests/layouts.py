@@ -3,12 +3,16 @@ SYSU-MM01 permutation file, and the one-line error check of ``kglfr evaluate``."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from kglfr.cli import main
+from kglfr.data.datasets import load_dataset
+from kglfr.data.store import Store, prepare_store
+from kglfr.keypoints.backends.oracle import SIDECAR
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 20)) -> None:
@@ -82,8 +86,6 @@ TINY_TRAIN = (
 def synthetic_store(root: Path, ids: int = 12, seed: int = 2, images_per_camera: int = 2, keypoints: bool = True):
     """A synthetic SYSU-layout dataset under ``root/synth`` prepared at 64x32 into ``root/store`` (with the
     oracle keypoint cache unless ``keypoints`` is False): (store path, dataset root)."""
-    from kglfr.data.datasets import load_dataset
-    from kglfr.data.store import prepare_store
     from kglfr.data.synth import synthesize
     from kglfr.keypoints.cache import build_cache, build_pose_backend
 
@@ -95,8 +97,9 @@ def synthetic_store(root: Path, ids: int = 12, seed: int = 2, images_per_camera:
     return store.path, Path(synth.root)
 
 
-def write_rand_perm_cam(path: Path, counts: dict[tuple[int, int], int], n_ids: int, runs: int = 10,
-                        seed: int = 0) -> dict[tuple[int, int], np.ndarray]:
+def write_rand_perm_cam(
+    path: Path, counts: dict[tuple[int, int], int], n_ids: int, runs: int = 10, seed: int = 0
+) -> dict[tuple[int, int], np.ndarray]:
     """SYSU-MM01's ``exp/rand_perm_cam.mat`` in the official structure (as the authors' MATLAB code reads it):
     ``rand_perm_cam`` a 6 x 1 cell, one per camera; each a 1 x ``n_ids`` cell indexed by identity holding a
     ``runs x n`` double matrix whose rows are permutations of 1..n (``counts[(cam, pid)]`` images; empty when
@@ -127,3 +130,31 @@ def evaluate_error(capsys, argv: list[str]) -> str:
     assert rc == 2
     assert err.startswith("kglfr evaluate: error: ") and "\n" not in err, err
     return err
+
+
+# -- a 288x144 store of a synthetic SYSU set whose one infrared image has no person (keypoint tests) ---
+
+SOURCE_HW = (128, 64)
+STORE_HW = (288, 144)
+
+
+def no_person_relpath(relpaths) -> str:
+    """The image whose keypoints ``occluded_store`` marks all occluded (a 'no person found' image)."""
+    return next(r for r in sorted(relpaths) if r.startswith("cam3/"))
+
+
+def occluded_store(tmp: Path, ids: int = 6, images_per_camera: int = 1) -> Store:
+    """A prepared 288 x 144 store of a ``kglfr synth`` SYSU dataset (sources about 128 x 64, sizes vary),
+    with one infrared image's ground truth made all-occluded."""
+    from kglfr.data.synth import synthesize
+
+    root = tmp / "synth"
+    synthesize(root, layout="sysu", ids=ids, seed=0, images_per_camera=images_per_camera,
+               height=SOURCE_HW[0], width=SOURCE_HW[1], size_jitter=0.3)  # fmt: skip
+    doc = json.loads((root / SIDECAR).read_text())
+    for row in doc["images"][no_person_relpath(doc["images"])]:
+        row[2] = 0
+    (root / SIDECAR).write_text(json.dumps(doc))
+    dataset = load_dataset("sysu", root)
+    store, _ = prepare_store(dataset, tmp / "store", height=STORE_HW[0], width=STORE_HW[1], progress=False)
+    return store

@@ -40,12 +40,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         EXAMPLES,
     )
     p.add_argument("--out", default="runs/demo", help="folder for everything the demo writes (default runs/demo)")
-    p.add_argument("--ids", type=int, default=DEMO_DEFAULTS["ids"],
-                   help=f"synthetic identities, --test-ids of them held out (default {DEMO_DEFAULTS['ids']})")
-    p.add_argument("--test-ids", type=int, default=DEMO_DEFAULTS["test_ids"],
-                   help=f"identities held out for testing (default {DEMO_DEFAULTS['test_ids']})")
-    p.add_argument("--images-per-camera", type=int, default=DEMO_DEFAULTS["images_per_camera"],
-                   help=f"images per identity and camera (default {DEMO_DEFAULTS['images_per_camera']})")
+    p.add_argument(
+        "--ids",
+        type=int,
+        default=DEMO_DEFAULTS["ids"],
+        help=f"synthetic identities, --test-ids of them held out (default {DEMO_DEFAULTS['ids']})",
+    )
+    p.add_argument(
+        "--test-ids",
+        type=int,
+        default=DEMO_DEFAULTS["test_ids"],
+        help=f"identities held out for testing (default {DEMO_DEFAULTS['test_ids']})",
+    )
+    p.add_argument(
+        "--images-per-camera",
+        type=int,
+        default=DEMO_DEFAULTS["images_per_camera"],
+        help=f"images per identity and camera (default {DEMO_DEFAULTS['images_per_camera']})",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset and of training (default 0)")
     p.add_argument("--ablation", action="store_true", help="train the five Table 2 presets at demo scale")
     p.add_argument("--seeds", type=int, default=1, help="with --ablation: training seeds per row (default 1)")
@@ -158,8 +170,14 @@ def synth_options(args: argparse.Namespace) -> dict:
     """What the demo's synthetic data depends on (its bytes are a function of these and the version)."""
     from kglfr import __version__
 
-    return {"ids": args.ids, "test_ids": args.test_ids, "images_per_camera": args.images_per_camera,
-            "seed": args.seed, "size": [DEMO_DEFAULTS["height"], DEMO_DEFAULTS["width"]], "kglfr": __version__}
+    return {
+        "ids": args.ids,
+        "test_ids": args.test_ids,
+        "images_per_camera": args.images_per_camera,
+        "seed": args.seed,
+        "size": [DEMO_DEFAULTS["height"], DEMO_DEFAULTS["width"]],
+        "kglfr": __version__,
+    }
 
 
 def finished_run(run_dir: Path, cfg, data: dict) -> dict | None:
@@ -222,12 +240,18 @@ def _ablation(args: argparse.Namespace, store: Path, out: Path, report: Path) ->
         return f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
 
     mark = {True: "✓", False: ""}
-    lines = [f"SYSU all-search on the synthetic demo data, {args.seeds} seed(s) per row (mean ± std), BN feature, "
-             f"chance Rank-1 {rows[0]['chance_rank1']:.2f}%", "",
-             "| idx | Random erasing | KEGFR | KMLFR | R-1 | mAP |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"SYSU all-search on the synthetic demo data, {args.seeds} seed(s) per row (mean ± std), BN feature, "
+        f"chance Rank-1 {rows[0]['chance_rank1']:.2f}%",
+        "",
+        "| idx | Random erasing | KEGFR | KMLFR | R-1 | mAP |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['idx']} | {mark[r['random_erasing']]} | {mark[r['kegfr']]} | {mark[r['kmlfr']]} | "
-                     f"{cell(r['rank1'])} | {cell(r['mAP'])} |")
+        lines.append(
+            f"| {r['idx']} | {mark[r['random_erasing']]} | {mark[r['kegfr']]} | {mark[r['kmlfr']]} | "
+            f"{cell(r['rank1'])} | {cell(r['mAP'])} |"
+        )
     text = "\n".join(lines) + "\n"
     write_atomic(report / "ablation.md", lambda f: f.write(text))
     print(text)

@@ -47,38 +47,81 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Evaluate saved features with a published protocol (CMC Rank-1/5/10/20, mAP, mINP over trials).",
         EXAMPLES,
     )
-    p.add_argument("--features", action="append", default=None, metavar="FILE.npz",
-                   help="features file; RegDB: repeat once per trial")
-    p.add_argument("--checkpoint", default=None, metavar="CKPT",
-                   help="evaluate a trained model (kglfr train) on --store instead of saved features")
+    p.add_argument(
+        "--features",
+        action="append",
+        default=None,
+        metavar="FILE.npz",
+        help="features file; RegDB: repeat once per trial",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="CKPT",
+        help="evaluate a trained model (kglfr train) on --store instead of saved features",
+    )
     p.add_argument("--store", default=None, help="with --checkpoint: the prepared store whose test split is scored")
-    p.add_argument("--feature", choices=("bn", "pool"), default="bn",
-                   help="with --checkpoint: BN feature (default, the headline) or the pooled feature before it")
+    p.add_argument(
+        "--feature",
+        choices=("bn", "pool"),
+        default="bn",
+        help="with --checkpoint: BN feature (default, the headline) or the pooled feature before it",
+    )
     p.add_argument("--flip", action="store_true", help="with --checkpoint: average image and mirror features")
     p.add_argument("--device", default="cpu", help="with --checkpoint: cpu (default) or cuda")
-    p.add_argument("--protocol", default=None, choices=list(PROTOCOL_HELP), metavar="P",
-                   help="; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()))
-    p.add_argument("--multi-shot", action="store_true",
-                   help="SYSU only: ten gallery images per identity and camera instead of one")
-    p.add_argument("--gallery-draw", choices=("seeded", "official"), default="seeded",
-                   help="SYSU only: seeded (default, random.seed(trial) as AGW) or official (the dataset "
-                   "authors' fixed permutations, exp/rand_perm_cam.mat, as their MATLAB code; needs scipy)")
-    p.add_argument("--gallery-perm", default=None, metavar="FILE.mat",
-                   help="with --gallery-draw official: the rand_perm_cam.mat to use (default with --checkpoint: "
-                   "<the store's SYSU root>/exp/rand_perm_cam.mat; required with --features)")
-    p.add_argument("--trials", type=int, default=None,
-                   help="gallery draws, seeds 0..N-1 (official: runs 1..N; default 10; RegDB: the number of files)")
-    p.add_argument("--distance", choices=DISTANCES, default="cosine",
-                   help="cosine of L2-normalised features (default) or Euclidean of the raw features")
-    p.add_argument("--rerank", action="store_true",
-                   help="k-reciprocal re-ranking (off by default; memory grows as (queries + gallery)^2)")
+    p.add_argument(
+        "--protocol",
+        default=None,
+        choices=list(PROTOCOL_HELP),
+        metavar="P",
+        help="; ".join(f"{k}: {v}" for k, v in PROTOCOL_HELP.items()),
+    )
+    p.add_argument(
+        "--multi-shot", action="store_true", help="SYSU only: ten gallery images per identity and camera instead of one"
+    )
+    p.add_argument(
+        "--gallery-draw",
+        choices=("seeded", "official"),
+        default="seeded",
+        help="SYSU only: seeded (default, random.seed(trial) as AGW) or official (the dataset "
+        "authors' fixed permutations, exp/rand_perm_cam.mat, as their MATLAB code; needs scipy)",
+    )
+    p.add_argument(
+        "--gallery-perm",
+        default=None,
+        metavar="FILE.mat",
+        help="with --gallery-draw official: the rand_perm_cam.mat to use (default with --checkpoint: "
+        "<the store's SYSU root>/exp/rand_perm_cam.mat; required with --features)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="gallery draws, seeds 0..N-1 (official: runs 1..N; default 10; RegDB: the number of files)",
+    )
+    p.add_argument(
+        "--distance",
+        choices=DISTANCES,
+        default="cosine",
+        help="cosine of L2-normalised features (default) or Euclidean of the raw features",
+    )
+    p.add_argument(
+        "--rerank",
+        action="store_true",
+        help="k-reciprocal re-ranking (off by default; memory grows as (queries + gallery)^2)",
+    )
     p.add_argument("--rerank-k1", type=int, default=20, help="re-ranking k1 (default 20)")
     p.add_argument("--rerank-k2", type=int, default=6, help="re-ranking k2 (default 6)")
     p.add_argument("--rerank-lambda", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
     p.add_argument("--out", default=None, metavar="RESULT.json", help="write the results as JSON")
-    p.add_argument("--worst", type=int, default=None, metavar="N",
-                   help="with --checkpoint: draw the N queries with the lowest AP (trial 0) with their top-10; "
-                   "--out is then a folder: DIR/<protocol>.json, DIR/worst_<protocol>.png and .json")
+    p.add_argument(
+        "--worst",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --checkpoint: draw the N queries with the lowest AP (trial 0) with their top-10; "
+        "--out is then a folder: DIR/<protocol>.json, DIR/worst_<protocol>.png and .json",
+    )
     p.set_defaults(func=run)
 
 
@@ -152,8 +195,18 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     model, data = load_model(args.checkpoint, args.device)
     size = tuple(data.get("input_size", store.size))
     trial = data.get("config", {}).get("data", {}).get("trial")
-    ev = evaluate_model(model, store, protocols, trial=trial, size=size, trials=args.trials or 10,
-                        device=args.device, flip=args.flip, progress=True, official=official)
+    ev = evaluate_model(
+        model,
+        store,
+        protocols,
+        trial=trial,
+        size=size,
+        trials=args.trials or 10,
+        device=args.device,
+        flip=args.flip,
+        progress=True,
+        official=official,
+    )
     for name, by in ev.results.items():
         result = by[args.feature]
         print(f"{args.feature} feature of {args.checkpoint} (chance Rank-1 {ev.chance_rank1[name]:.2f})")

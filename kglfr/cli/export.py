@@ -23,10 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "export", "Export a trained model to ONNX (one graph per modality, dynamic batch).",
                     EXAMPLES)  # fmt: skip
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="kglfr train checkpoint (file or run folder)")
-    p.add_argument("--out", required=True, metavar="MODEL.onnx",
-                   help="file to write; with --modality both, MODEL_visible.onnx and MODEL_infrared.onnx")
-    p.add_argument("--modality", choices=("visible", "infrared", "both"), default="both",
-                   help="which stem's graph (default both)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="MODEL.onnx",
+        help="file to write; with --modality both, MODEL_visible.onnx and MODEL_infrared.onnx",
+    )
+    p.add_argument(
+        "--modality", choices=("visible", "infrared", "both"), default="both", help="which stem's graph (default both)"
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.set_defaults(func=run)
 

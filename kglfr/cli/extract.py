@@ -26,8 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", default=None, help="a prepared store (kglfr prepare)")
     src.add_argument("--images", default=None, metavar="DIR", help="a folder of images of one modality")
-    p.add_argument("--split", choices=("test", "train", "all"), default="test",
-                   help="with --store: which images (default test: what kglfr evaluate scores)")
+    p.add_argument(
+        "--split",
+        choices=("test", "train", "all"),
+        default="test",
+        help="with --store: which images (default test: what kglfr evaluate scores)",
+    )
     p.add_argument("--modality", default=None, choices=("visible", "infrared"), help="with --images: their modality")
     p.add_argument("--feature", choices=("bn", "pool"), default="bn", help="BN feature (default) or pooled")
     p.add_argument("--out", required=True, metavar="FEATS.npz", help="features file to write")

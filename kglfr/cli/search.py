@@ -31,17 +31,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="kglfr train checkpoint (file or run folder)")
     p.add_argument("--query", required=True, metavar="IMG_OR_DIR", help="a query image or a folder of them")
     p.add_argument("--query-modality", required=True, choices=("visible", "infrared"), help="the queries' modality")
-    p.add_argument("--gallery", required=True, metavar="DIR_OR_FEATS.npz",
-                   help="a folder of gallery images, or a features file (kglfr extract)")
-    p.add_argument("--gallery-modality", choices=("visible", "infrared"), default=None,
-                   help="a gallery folder's modality (default: the other one than the query's)")
-    p.add_argument("--gallery-root", default=None, metavar="DIR",
-                   help="with a features file: the folder its paths are relative to (to draw its images)")
+    p.add_argument(
+        "--gallery",
+        required=True,
+        metavar="DIR_OR_FEATS.npz",
+        help="a folder of gallery images, or a features file (kglfr extract)",
+    )
+    p.add_argument(
+        "--gallery-modality",
+        choices=("visible", "infrared"),
+        default=None,
+        help="a gallery folder's modality (default: the other one than the query's)",
+    )
+    p.add_argument(
+        "--gallery-root",
+        default=None,
+        metavar="DIR",
+        help="with a features file: the folder its paths are relative to (to draw its images)",
+    )
     p.add_argument("--top", type=positive_int, default=10, metavar="K", help="gallery images per query (default 10)")
     p.add_argument("--out", default=None, metavar="GRID.png", help="draw the retrieval grid")
     p.add_argument("--rows", type=positive_int, default=20, help="queries drawn in the grid at most (default 20)")
-    p.add_argument("--method", choices=("auto", "exact", "faiss-flat", "faiss-ivf"), default="auto",
-                   help="search method (default auto: exact below 20,000 gallery images or without faiss)")
+    p.add_argument(
+        "--method",
+        choices=("auto", "exact", "faiss-flat", "faiss-ivf"),
+        default="auto",
+        help="search method (default auto: exact below 20,000 gallery images or without faiss)",
+    )
     p.add_argument("--flip", action="store_true", help="average image and mirror features")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the gallery feature cache")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
@@ -84,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if gallery.is_dir():
         gmod = parse_modality(args.gallery_modality) if args.gallery_modality else other
         feats, gpids, _, gpaths, gmods, reused = gallery_features(
-            model, gallery, gmod, flip=args.flip, batch_size=args.batch_size, progress=True, cache=not args.no_cache)
+            model, gallery, gmod, flip=args.flip, batch_size=args.batch_size, progress=True, cache=not args.no_cache
+        )
         root = gallery
         print(f"gallery {gallery}: {len(feats)} {gmod.name.lower()} images "
               f"({'cached features reused' if reused else 'features extracted'})")  # fmt: skip
@@ -125,7 +142,13 @@ def run(args: argparse.Namespace) -> int:
 
         rows = min(len(qfiles), args.rows)
         ranked = [[(root / gpaths[g]) if root is not None else None for g in index[i]] for i in range(rows)]
-        out = retrieval_grid(qfiles[:rows], ranked, args.out, correct=correct[:rows], scores=scores[:rows],
-                             query_labels=[f"query {qpids[i]}" if qpids[i] >= 0 else "query" for i in range(rows)])
+        out = retrieval_grid(
+            qfiles[:rows],
+            ranked,
+            args.out,
+            correct=correct[:rows],
+            scores=scores[:rows],
+            query_labels=[f"query {qpids[i]}" if qpids[i] >= 0 else "query" for i in range(rows)],
+        )
         print(f"wrote {out}")
     return 0

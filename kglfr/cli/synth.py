@@ -63,8 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="shrink each image by a random factor in [1 - J, 1], like SYSU's varying sizes (default 0)",
     )
-    p.add_argument("--test-ids", type=int, default=None,
-                   help="identities held out for testing (default half of --ids; SYSU-MM01 holds out 96 of 491)")
+    p.add_argument(
+        "--test-ids",
+        type=int,
+        default=None,
+        help="identities held out for testing (default half of --ids; SYSU-MM01 holds out 96 of 491)",
+    )
     p.add_argument("--force", action="store_true", help="replace an earlier 'kglfr synth' output in --out")
     p.set_defaults(func=run)
 

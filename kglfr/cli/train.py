@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "train", "Train KGLFR-Net or an ablation preset on a prepared store.", EXAMPLES)
     p.add_argument("--config", default=None, metavar="PRESET_OR_FILE", help="preset name or YAML file")
     p.add_argument("--out", default=None, metavar="RUN", help="run folder to create")
-    p.add_argument("--resume", default=None, metavar="RUN",
-                   help="continue the run in this folder with its saved config")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN", help="continue the run in this folder with its saved config"
+    )
     p.add_argument("--force", action="store_true", help="with --resume: accept overrides that change the run")
     p.add_argument("--trial", default=None, metavar="T|all", help="RegDB/LLCM trial (sets data.trial); 'all': 1..10")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")

@@ -23,8 +23,13 @@ def register(vsub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="kglfr train checkpoint")
     p.add_argument("--images", nargs="+", default=None, metavar="IMG", help="images of --modality")
     p.add_argument("--modality", choices=("visible", "infrared"), default=None, help="the modality of --images")
-    p.add_argument("--infrared", nargs="+", default=None, metavar="IMG",
-                   help="infrared images drawn beside --images (then --images are visible)")
+    p.add_argument(
+        "--infrared",
+        nargs="+",
+        default=None,
+        metavar="IMG",
+        help="infrared images drawn beside --images (then --images are visible)",
+    )
     p.add_argument("--store", default=None, help="a prepared store: draw pairs of identity --pid")
     p.add_argument("--pid", type=int, default=None, help="with --store: the identity")
     p.add_argument("--n", type=positive_int, default=4, help="with --store: pairs to draw (default 4)")

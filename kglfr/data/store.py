@@ -99,9 +99,7 @@ class Store:
         if not path.is_dir():
             raise StoreError(f"store {path} does not exist; create it with 'kglfr prepare --out {path} ...'")
         if not manifest_path.is_file():
-            raise StoreError(
-                f"{path} is not a prepared store (no {MANIFEST}); create it with 'kglfr prepare'"
-            )
+            raise StoreError(f"{path} is not a prepared store (no {MANIFEST}); create it with 'kglfr prepare'")
         try:
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -134,8 +132,8 @@ class Store:
                 f"{pixels} holds {got} bytes, expected {expected} for {n} images of {h}x{w}; "
                 "the store is damaged, re-run 'kglfr prepare'"
             )
-        images = np.memmap(pixels, dtype=np.uint8, mode="r", shape=(n, h, w, 3)) if n else np.zeros(
-            (0, h, w, 3), np.uint8
+        images = (
+            np.memmap(pixels, dtype=np.uint8, mode="r", shape=(n, h, w, 3)) if n else np.zeros((0, h, w, 3), np.uint8)
         )
         store = cls(path, manifest, images)
         if check_sources:
@@ -357,9 +355,7 @@ def _build(
     bad = _decode_into(records, root, mm, source_hw, workers or min(4, os.cpu_count() or 1), progress)
     if bad and not skip_bad:
         listing = "; ".join(f"{b.relpath} ({b.reason})" for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise StoreError(
-            f"{len(bad)} unreadable image(s) in {root}: {listing}. Fix or remove them, or pass --skip-bad"
-        )
+        raise StoreError(f"{len(bad)} unreadable image(s) in {root}: {listing}. Fix or remove them, or pass --skip-bad")
 
     keep = np.ones(n, dtype=bool)
     bad_set = {b.relpath for b in bad}

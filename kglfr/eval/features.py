@@ -94,12 +94,14 @@ def check_features(feats, pids, cams, paths, modalities=None, source: str = "fea
         raise FeatureFileError(f"{source}: no images")
     if not np.isfinite(feats).all():
         rows = np.flatnonzero(~np.isfinite(feats).all(1))
-        raise FeatureFileError(f"{source}: 'feats' has NaN or infinite values in {len(rows)} row(s), "
-                               f"e.g. {paths[rows[0]]}")
+        raise FeatureFileError(
+            f"{source}: 'feats' has NaN or infinite values in {len(rows)} row(s), e.g. {paths[rows[0]]}"
+        )
     uniq, counts = np.unique(paths, return_counts=True)
     if len(uniq) != n:
-        raise FeatureFileError(f"{source}: 'paths' must be unique; {uniq[counts > 1][0]!r} appears "
-                               f"{counts[counts > 1][0]} times")
+        raise FeatureFileError(
+            f"{source}: 'paths' must be unique; {uniq[counts > 1][0]!r} appears {counts[counts > 1][0]} times"
+        )
     return FeatureSet(feats, pids, cams, paths, modalities, source)
 
 
@@ -133,8 +135,9 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
         raise FeatureFileError(f"{source} is not a readable .npz file: {e}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise FeatureFileError(f"{source} is not a readable .npz file: {e}") from None
-    fs = check_features(arrays["feats"], arrays["pids"], arrays["cams"], arrays["paths"],
-                        arrays.get("modalities"), source)
+    fs = check_features(
+        arrays["feats"], arrays["pids"], arrays["cams"], arrays["paths"], arrays.get("modalities"), source
+    )
     return replace(fs, sha256=file_sha256(path))
 
 

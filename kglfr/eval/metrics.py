@@ -105,8 +105,9 @@ class QueryStats:
         if not parts:
             e = np.zeros(0)
             return QueryStats(e.astype(bool), e.astype(np.int64), e.astype(np.int64), e, e)
-        return QueryStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                            ("valid", "first_rank", "cmc_rank", "ap", "inp")))
+        return QueryStats(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("valid", "first_rank", "cmc_rank", "ap", "inp"))
+        )
 
 
 @dataclass(frozen=True)
@@ -143,9 +144,7 @@ def summarize(stats: QueryStats, max_rank: int = 20) -> Metrics:
     valid = stats.valid
     num_valid = int(valid.sum())
     if num_valid == 0:
-        raise NoValidQueryError(
-            f"none of the {len(valid)} queries has a gallery image of its identity"
-        )
+        raise NoValidQueryError(f"none of the {len(valid)} queries has a gallery image of its identity")
     ranks = stats.cmc_rank[valid]
     hist = np.bincount(np.minimum(ranks, max_rank + 1), minlength=max_rank + 2)[1 : max_rank + 1]
     cmc = np.cumsum(hist) / num_valid
@@ -375,8 +374,9 @@ def query_stats(
     dist = np.asarray(dist)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     if dist.ndim != 2 or dist.shape != (len(q_pids), len(g_pids)):
-        raise ValueError(f"distance matrix {dist.shape} does not match {len(q_pids)} queries x "
-                         f"{len(g_pids)} gallery images")
+        raise ValueError(
+            f"distance matrix {dist.shape} does not match {len(q_pids)} queries x {len(g_pids)} gallery images"
+        )
     if dist.dtype != np.float32 and not (np.issubdtype(dist.dtype, np.floating) and dist.itemsize > 4):
         dist = dist.astype(np.float32 if dist.dtype == np.float16 else np.float64)
     nq, ng = dist.shape
@@ -394,8 +394,12 @@ def query_stats(
         block = dist[rows]
         if not np.isfinite(block).all():
             raise ValueError("the distance matrix holds NaN or infinite values")
-        removed = rule_fn(q_pids[rows], None if q_cams is None else np.asarray(q_cams)[rows], g_pids,
-                          None if g_cams is None else np.asarray(g_cams))
+        removed = rule_fn(
+            q_pids[rows],
+            None if q_cams is None else np.asarray(q_cams)[rows],
+            g_pids,
+            None if g_cams is None else np.asarray(g_cams),
+        )
         parts.append(_chunk_stats(block, q_index[rows], removed, gallery, dedup_cmc, max_rank))
     return QueryStats.concat(parts)
 
@@ -430,8 +434,7 @@ def evaluate(
     if dist is not None:
         return summarize(query_stats(dist, q_pids, g_pids, q_cams, g_cams, **kw), max_rank)
     q, g = prepare_features(query, gallery, distance)
-    return evaluate_prepared(q, g, q_pids, g_pids, q_cams, g_cams, distance=distance, block_rows=block_rows,
-                             **kw)
+    return evaluate_prepared(q, g, q_pids, g_pids, q_cams, g_cams, distance=distance, block_rows=block_rows, **kw)
 
 
 def evaluate_prepared(
@@ -454,12 +457,23 @@ def evaluate_prepared(
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     if len(query) != len(q_pids) or len(gallery) != len(g_pids):
         raise ValueError("features and identities differ in length")
-    kw = dict(rule=rule, dedup_cmc=dedup_cmc, max_rank=max_rank, chunk_elements=chunk_elements,
-              _gallery=_Gallery.build(g_pids))
+    kw = dict(
+        rule=rule,
+        dedup_cmc=dedup_cmc,
+        max_rank=max_rank,
+        chunk_elements=chunk_elements,
+        _gallery=_Gallery.build(g_pids),
+    )
     parts = []
     for rows, block in distance_blocks(query, gallery, distance, block_rows):
-        parts.append(query_stats(
-            block, q_pids[rows], g_pids,
-            None if q_cams is None else np.asarray(q_cams)[rows], g_cams, **kw,
-        ))
+        parts.append(
+            query_stats(
+                block,
+                q_pids[rows],
+                g_pids,
+                None if q_cams is None else np.asarray(q_cams)[rows],
+                g_cams,
+                **kw,
+            )
+        )
     return summarize(QueryStats.concat(parts), max_rank)

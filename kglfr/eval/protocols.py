@@ -102,19 +102,65 @@ VIS, IR = Modality.VISIBLE, Modality.INFRARED
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
-        Protocol("sysu-all", "SYSU-MM01 all-search", "sysu", ImageSet(IR, SYSU_INFRARED),
-                 ImageSet(VIS, SYSU_VISIBLE, drawn=True), "sysu-cam3-cam2", True, multi_shot=True),
-        Protocol("sysu-indoor", "SYSU-MM01 indoor-search", "sysu", ImageSet(IR, SYSU_INFRARED),
-                 ImageSet(VIS, SYSU_INDOOR, drawn=True), "sysu-cam3-cam2", True, multi_shot=True),
-        Protocol("regdb-v2i", "RegDB visible-to-thermal", "regdb", ImageSet(VIS, REGDB_VISIBLE),
-                 ImageSet(IR, REGDB_THERMAL), "same-identity-camera", False, trial_per_file=True),
-        Protocol("regdb-i2v", "RegDB thermal-to-visible", "regdb", ImageSet(IR, REGDB_THERMAL),
-                 ImageSet(VIS, REGDB_VISIBLE), "same-identity-camera", False, trial_per_file=True),
-        Protocol("llcm-i2v", "LLCM IR-to-VIS", "llcm", ImageSet(IR, LLCM_INFRARED),
-                 ImageSet(VIS, LLCM_VISIBLE, drawn=True), "same-identity-camera", True),
-        Protocol("llcm-v2i", "LLCM VIS-to-IR", "llcm", ImageSet(IR, LLCM_INFRARED, drawn=True),
-                 ImageSet(VIS, LLCM_VISIBLE), "same-identity-camera", True,
-                 note="as the published DEEN code: drawn infrared probes, every visible image as gallery"),
+        Protocol(
+            "sysu-all",
+            "SYSU-MM01 all-search",
+            "sysu",
+            ImageSet(IR, SYSU_INFRARED),
+            ImageSet(VIS, SYSU_VISIBLE, drawn=True),
+            "sysu-cam3-cam2",
+            True,
+            multi_shot=True,
+        ),
+        Protocol(
+            "sysu-indoor",
+            "SYSU-MM01 indoor-search",
+            "sysu",
+            ImageSet(IR, SYSU_INFRARED),
+            ImageSet(VIS, SYSU_INDOOR, drawn=True),
+            "sysu-cam3-cam2",
+            True,
+            multi_shot=True,
+        ),
+        Protocol(
+            "regdb-v2i",
+            "RegDB visible-to-thermal",
+            "regdb",
+            ImageSet(VIS, REGDB_VISIBLE),
+            ImageSet(IR, REGDB_THERMAL),
+            "same-identity-camera",
+            False,
+            trial_per_file=True,
+        ),
+        Protocol(
+            "regdb-i2v",
+            "RegDB thermal-to-visible",
+            "regdb",
+            ImageSet(IR, REGDB_THERMAL),
+            ImageSet(VIS, REGDB_VISIBLE),
+            "same-identity-camera",
+            False,
+            trial_per_file=True,
+        ),
+        Protocol(
+            "llcm-i2v",
+            "LLCM IR-to-VIS",
+            "llcm",
+            ImageSet(IR, LLCM_INFRARED),
+            ImageSet(VIS, LLCM_VISIBLE, drawn=True),
+            "same-identity-camera",
+            True,
+        ),
+        Protocol(
+            "llcm-v2i",
+            "LLCM VIS-to-IR",
+            "llcm",
+            ImageSet(IR, LLCM_INFRARED, drawn=True),
+            ImageSet(VIS, LLCM_VISIBLE),
+            "same-identity-camera",
+            True,
+            note="as the published DEEN code: drawn infrared probes, every visible image as gallery",
+        ),
     )
 }
 
@@ -151,8 +197,9 @@ def infer_llcm_modalities(paths: np.ndarray) -> np.ndarray:
     return out
 
 
-def image_modalities(dataset: str, cams: np.ndarray, paths: np.ndarray,
-                     modalities: np.ndarray | None = None) -> np.ndarray:
+def image_modalities(
+    dataset: str, cams: np.ndarray, paths: np.ndarray, modalities: np.ndarray | None = None
+) -> np.ndarray:
     """The modality of every image (values of :class:`Modality`) under ``dataset``'s conventions:
     SYSU by camera (3 and 6 infrared), RegDB by camera (1 visible, 2 thermal), LLCM from the
     ``modalities`` array when given, else from the paths."""
@@ -210,8 +257,9 @@ def draw_from(groups: list[np.ndarray], trial: int, shots: int = 1) -> np.ndarra
     return np.asarray(chosen, dtype=np.int64)
 
 
-def draw(idx: np.ndarray, pids: np.ndarray, cams: np.ndarray, paths: np.ndarray, trial: int,
-         shots: int = 1) -> np.ndarray:
+def draw(
+    idx: np.ndarray, pids: np.ndarray, cams: np.ndarray, paths: np.ndarray, trial: int, shots: int = 1
+) -> np.ndarray:
     """The published per-trial draw over the images ``idx`` (already restricted to the protocol's
     cameras): ``random.seed(trial)``; then for every identity ascending and every camera ascending
     that has images, ``random.choice`` over that (identity, camera)'s images sorted by path
@@ -231,8 +279,9 @@ class TrialPlan:
     official: OfficialPlan | None = None  # the drawn side from rand_perm_cam.mat instead of random.seed
 
     @staticmethod
-    def build(protocol: Protocol, pids, cams, paths, modality,
-              official: GalleryPermutations | None = None) -> TrialPlan:
+    def build(
+        protocol: Protocol, pids, cams, paths, modality, official: GalleryPermutations | None = None
+    ) -> TrialPlan:
         sides, groups = [], []
         for image_set in (protocol.query, protocol.gallery):
             idx = select(image_set, cams, modality)
@@ -256,8 +305,15 @@ class TrialPlan:
         return (drawn if self.query is None else self.query, drawn if self.gallery is None else self.gallery)
 
 
-def trial_sets(protocol: Protocol, pids: np.ndarray, cams: np.ndarray, paths: np.ndarray,
-               modality: np.ndarray, trial: int, shots: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def trial_sets(
+    protocol: Protocol,
+    pids: np.ndarray,
+    cams: np.ndarray,
+    paths: np.ndarray,
+    modality: np.ndarray,
+    trial: int,
+    shots: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
     """(query indices, gallery indices) of one trial, in the published code's order."""
     return TrialPlan.build(protocol, pids, cams, paths, modality).sets(trial, shots)
 
@@ -286,9 +342,15 @@ def check_cameras(protocol: Protocol, cams: np.ndarray, modality: np.ndarray, so
                 f"(cameras in the file: {found})"
             )
         if missing:
-            log.warning("%s: %s has no %s image from camera(s) %s; the %s is incomplete and the "
-                        "numbers do not compare with published ones", protocol.name, source, kind,
-                        ", ".join(map(str, missing)), role)
+            log.warning(
+                "%s: %s has no %s image from camera(s) %s; the %s is incomplete and the "
+                "numbers do not compare with published ones",
+                protocol.name,
+                source,
+                kind,
+                ", ".join(map(str, missing)),
+                role,
+            )
 
 
 # Sizes of the official test sets: (identities, queries, gallery images per trial, single-shot).
@@ -430,8 +492,10 @@ def evaluate_protocol(
             check_feature_values(fs.feats, fs.source)
             plan = TrialPlan.build(protocol, fs.pids, fs.cams, fs.paths, modality, official)
             if plan.official is not None and plan.official.runs < len(runs):
-                raise ProtocolError(f"{official.source} holds {plan.official.runs} run(s), fewer than the "
-                                    f"{len(runs)} trials asked; pass --trials {plan.official.runs} or fewer")
+                raise ProtocolError(
+                    f"{official.source} holds {plan.official.runs} run(s), fewer than the "
+                    f"{len(runs)} trials asked; pass --trials {plan.official.runs} or fewer"
+                )
             feats = M.prepare(fs.feats, distance)  # normalised once for every trial
             # the sides that are not drawn are the same every trial: gather their features once
             fixed = [None if side is None else feats[side] for side in (plan.query, plan.gallery)]
@@ -439,21 +503,23 @@ def evaluate_protocol(
         plan, feats, (q_fixed, g_fixed) = cache[id(fs)]
         q, g = plan.sets(trial, shots)
         if not len(q) or not len(g):
-            raise ProtocolError(f"{protocol.name}: {fs.source} gives an empty "
-                                f"{'query set' if not len(q) else 'gallery'}")
+            raise ProtocolError(
+                f"{protocol.name}: {fs.source} gives an empty {'query set' if not len(q) else 'gallery'}"
+            )
         if trial == runs[0][0] or protocol.trial_per_file:
             check_sizes(protocol, fs.pids, q, g, shots, fs.source)
         qf = feats[q] if q_fixed is None else q_fixed
         gf = feats[g] if g_fixed is None else g_fixed
         try:
             if rerank is None:
-                metrics = M.evaluate_prepared(qf, gf, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g],
-                                              distance=distance, **kwargs)
+                metrics = M.evaluate_prepared(
+                    qf, gf, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g], distance=distance, **kwargs
+                )
             else:
-                dist = k_reciprocal_rerank(qf, gf, k1=rerank.k1, k2=rerank.k2,
-                                           lambda_value=rerank.lambda_value, distance=distance)
-                metrics = M.evaluate(None, None, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g],
-                                     dist=dist, **kwargs)
+                dist = k_reciprocal_rerank(
+                    qf, gf, k1=rerank.k1, k2=rerank.k2, lambda_value=rerank.lambda_value, distance=distance
+                )
+                metrics = M.evaluate(None, None, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g], dist=dist, **kwargs)
         except M.NoValidQueryError:
             raise ProtocolError(
                 f"{protocol.name} trial {trial}: no query identity has a gallery image in "
@@ -471,6 +537,10 @@ def _warn_without_positive(result: ProtocolResult) -> None:
         log.warning(
             "%s: %d of %d queries (trial %s) have no gallery image of their identity left in their "
             "ranking; as in the published code they count in no metric (CMC, mAP and mINP are "
-            "averaged over the %d that have one)", result.protocol.name, n, worst.metrics.num_queries,
-            worst.trial, worst.metrics.num_valid,
+            "averaged over the %d that have one)",
+            result.protocol.name,
+            n,
+            worst.metrics.num_queries,
+            worst.trial,
+            worst.metrics.num_valid,
         )

@@ -10,8 +10,14 @@ from kglfr.eval.metrics import METRIC_KEYS
 from kglfr.eval.protocols import ProtocolResult
 from kglfr.io import write_json_atomic
 
-COLUMN_NAMES = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20",
-                "mAP": "mAP", "mINP": "mINP"}
+COLUMN_NAMES = {
+    "rank1": "Rank-1",
+    "rank5": "Rank-5",
+    "rank10": "Rank-10",
+    "rank20": "Rank-20",
+    "mAP": "mAP",
+    "mINP": "mINP",
+}
 
 
 def result_to_dict(result: ProtocolResult) -> dict:
@@ -29,13 +35,13 @@ def result_to_dict(result: ProtocolResult) -> dict:
         "title": result.protocol.title,
         "shot": result.shot_name,
         "gallery_draw": result.gallery_draw,
-        "gallery_perm": None if result.gallery_perm is None else
-        {"path": result.gallery_perm[0], "sha256": result.gallery_perm[1]},
+        "gallery_perm": None
+        if result.gallery_perm is None
+        else {"path": result.gallery_perm[0], "sha256": result.gallery_perm[1]},
         "num_trials": len(result.trials),
         "trial_ids": [t.trial for t in result.trials],
         "reranking": rerank is not None,
-        "rerank_params": None if rerank is None else
-        {"k1": rerank.k1, "k2": rerank.k2, "lambda": rerank.lambda_value},
+        "rerank_params": None if rerank is None else {"k1": rerank.k1, "k2": rerank.k2, "lambda": rerank.lambda_value},
         "distance": result.distance,
         "trials": [t.metrics.summary() for t in result.trials],
         "mean": result.mean(),
@@ -59,8 +65,13 @@ def header_line(result: ProtocolResult) -> str:
     rerank = result.rerank
     rr = "off" if rerank is None else f"on (k1={rerank.k1}, k2={rerank.k2}, lambda={rerank.lambda_value})"
     n = len(result.trials)
-    parts = [f"{result.protocol.title} [{result.protocol.name}]", result.shot_name,
-             f"{n} trial{'s' if n != 1 else ''}", f"re-ranking: {rr}", f"distance: {result.distance}"]
+    parts = [
+        f"{result.protocol.title} [{result.protocol.name}]",
+        result.shot_name,
+        f"{n} trial{'s' if n != 1 else ''}",
+        f"re-ranking: {rr}",
+        f"distance: {result.distance}",
+    ]
     if result.gallery_draw is not None:
         parts.insert(2, f"{'gallery' if result.protocol.gallery.drawn else 'probe'} draw: {result.gallery_draw}")
     line = " | ".join(parts)

@@ -177,8 +177,9 @@ def _jaccard(v: np.ndarray, num_query: int) -> np.ndarray:
     return out
 
 
-def rerank_distances(original: np.ndarray, num_query: int, *, k1: int = 20, k2: int = 6,
-                     lambda_value: float = 0.3) -> np.ndarray:
+def rerank_distances(
+    original: np.ndarray, num_query: int, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
     """Re-ranked distances from the row-normalised N x N distances of queries then gallery."""
     n = len(original)
     k1 = min(k1, n - 1)

@@ -83,8 +83,10 @@ def load_permutations(path: str | Path) -> GalleryPermutations:
     try:
         content = scipy.io.loadmat(str(path))
     except NotImplementedError:  # scipy's answer to a v7.3 (HDF5) file
-        raise GalleryPermError(f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it in "
-                               "MATLAB with save(..., '-v7') or use the file shipped with SYSU-MM01") from None
+        raise GalleryPermError(
+            f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it in "
+            "MATLAB with save(..., '-v7') or use the file shipped with SYSU-MM01"
+        ) from None
     except Exception as e:  # scipy raises ValueError, TypeError, MatReadError... for damaged files
         raise GalleryPermError(f"cannot read {path} as a MATLAB .mat file ({type(e).__name__}: {e})") from None
     parsed = parse_permutations(content, str(path))
@@ -100,8 +102,9 @@ class OfficialPlan:
     runs: int  # the fewest runs any matched group has
 
 
-def plan_official(groups: list[np.ndarray], pids: np.ndarray, cams: np.ndarray,
-                  perms: GalleryPermutations) -> OfficialPlan:
+def plan_official(
+    groups: list[np.ndarray], pids: np.ndarray, cams: np.ndarray, perms: GalleryPermutations
+) -> OfficialPlan:
     """Match every group (images of one identity and camera, sorted by path) to its permutations;
     refuse groups the file lacks and permutations that do not fit the group's images."""
     matched = []

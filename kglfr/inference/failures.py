@@ -41,10 +41,15 @@ def worst_queries(model, store, protocol: str, n: int, out_dir, which: str = "bn
     correct = np.asarray([[pids[g[j]] == pids[q[i]] for j in r] for i, r in zip(order, ranks)], dtype=object)
     scores = np.asarray([[sim[i, j] for j in r] for i, r in zip(order, ranks)])
     out_dir = Path(out_dir).expanduser()
-    png = retrieval_grid(list(store.read_batch(qi)), [list(store.read_batch(r)) for r in gi],
-                         out_dir / f"worst_{protocol}.png", correct=correct, scores=scores,
-                         query_labels=[f"AP {100 * stats.ap[i]:.1f}" for i in order],
-                         title=f"{protocol}: the {len(order)} queries with the lowest AP (trial 0), top {top}")
+    png = retrieval_grid(
+        list(store.read_batch(qi)),
+        [list(store.read_batch(r)) for r in gi],
+        out_dir / f"worst_{protocol}.png",
+        correct=correct,
+        scores=scores,
+        query_labels=[f"AP {100 * stats.ap[i]:.1f}" for i in order],
+        title=f"{protocol}: the {len(order)} queries with the lowest AP (trial 0), top {top}",
+    )
     rows = [{"query": str(paths[q[i]]), "pid": int(pids[q[i]]), "ap": float(stats.ap[i]),
              "first_match_rank": int(stats.first_rank[i]),
              "top": [{"path": str(paths[g[j]]), "pid": int(pids[g[j]]), "similarity": float(sim[i, j])} for j in r]}

@@ -28,8 +28,6 @@ from kglfr.keypoints.coco import COCO_FLIP_PAIRS
 REFINEMENTS = ("quarter", "dark", "none")
 
 
-
-
 def swap_channels(heatmaps: np.ndarray, pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS) -> np.ndarray:
     """Exchange the channels (axis -3) of each left/right pair; a copy."""
     order = np.arange(heatmaps.shape[-3])

@@ -99,9 +99,7 @@ class HighResolutionModule(nn.Module):
     def __init__(self, channels: list[int], blocks: int, multi_scale_output: bool = True):
         super().__init__()
         self.num_branches = n = len(channels)
-        self.branches = nn.ModuleList(
-            nn.Sequential(*(BasicBlock(c, c) for _ in range(blocks))) for c in channels
-        )
+        self.branches = nn.ModuleList(nn.Sequential(*(BasicBlock(c, c) for _ in range(blocks))) for c in channels)
         self.fuse_layers: nn.ModuleList | None = None
         if n == 1:
             return
@@ -110,20 +108,31 @@ class HighResolutionModule(nn.Module):
             row: list[nn.Module | None] = []
             for j in range(n):
                 if j > i:  # lower resolution -> match channels, upsample
-                    row.append(nn.Sequential(
-                        nn.Conv2d(channels[j], channels[i], 1, 1, 0, bias=False),
-                        nn.BatchNorm2d(channels[i]),
-                        nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
-                    ))
+                    row.append(
+                        nn.Sequential(
+                            nn.Conv2d(channels[j], channels[i], 1, 1, 0, bias=False),
+                            nn.BatchNorm2d(channels[i]),
+                            nn.Upsample(scale_factor=2 ** (j - i), mode="nearest"),
+                        )
+                    )
                 elif j == i:
                     row.append(None)
                 else:  # higher resolution -> (i - j) stride-2 convs; only the last changes channels
                     steps = i - j
-                    row.append(nn.Sequential(*(
-                        _conv_bn(channels[j], channels[i] if k == steps - 1 else channels[j], 3, 2,
-                                 relu=k < steps - 1)
-                        for k in range(steps)
-                    )))
+                    row.append(
+                        nn.Sequential(
+                            *(
+                                _conv_bn(
+                                    channels[j],
+                                    channels[i] if k == steps - 1 else channels[j],
+                                    3,
+                                    2,
+                                    relu=k < steps - 1,
+                                )
+                                for k in range(steps)
+                            )
+                        )
+                    )
             fuse.append(nn.ModuleList(row))
         self.fuse_layers = nn.ModuleList(fuse)
         self.relu = nn.ReLU(inplace=False)
@@ -151,9 +160,11 @@ def _transition(pre: list[int], cur: list[int]) -> nn.ModuleList:
             layers.append(None if pre[i] == c else _conv_bn(pre[i], c, 3, 1, relu=True))
         else:
             steps = i + 1 - len(pre)
-            layers.append(nn.Sequential(*(
-                _conv_bn(pre[-1], c if k == steps - 1 else pre[-1], 3, 2, relu=True) for k in range(steps)
-            )))
+            layers.append(
+                nn.Sequential(
+                    *(_conv_bn(pre[-1], c if k == steps - 1 else pre[-1], 3, 2, relu=True) for k in range(steps))
+                )
+            )
     return nn.ModuleList(layers)
 
 
@@ -180,9 +191,9 @@ class PoseHRNet(nn.Module):
         self.transition2 = _transition(ch2, ch3)
         self.stage3 = nn.Sequential(*(HighResolutionModule(ch3, cfg.blocks) for _ in range(m3)))
         self.transition3 = _transition(ch3, ch4)
-        self.stage4 = nn.Sequential(*(
-            HighResolutionModule(ch4, cfg.blocks, multi_scale_output=i < m4 - 1) for i in range(m4)
-        ))
+        self.stage4 = nn.Sequential(
+            *(HighResolutionModule(ch4, cfg.blocks, multi_scale_output=i < m4 - 1) for i in range(m4))
+        )
         k = cfg.final_kernel
         self.final_layer = nn.Conv2d(ch4[0], cfg.num_joints, k, 1, 1 if k == 3 else 0)
 

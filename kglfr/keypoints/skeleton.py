@@ -51,10 +51,29 @@ from kglfr.keypoints.coco import (
 )
 
 __all__ = [
-    "BODY_COCO", "COCO17", "FLIP_COCO17", "FLIP_KEYPOINTS", "FLIP_ORDERS", "FLIP_PARTS", "HEAD_COCO",
-    "KEYPOINTS", "KEYPOINT_SHORT", "NUM_KEYPOINTS", "NUM_PARTS", "PARTS", "PART_SHORT", "PART_USES",
-    "PART_WEIGHTS", "SKELETON", "VALID_THRESHOLD", "coco_to_13_heatmaps", "coco_to_13_keypoints",
-    "flip_heatmaps", "flip_keypoints", "part_centres", "swap_left_right",
+    "BODY_COCO",
+    "COCO17",
+    "FLIP_COCO17",
+    "FLIP_KEYPOINTS",
+    "FLIP_ORDERS",
+    "FLIP_PARTS",
+    "HEAD_COCO",
+    "KEYPOINTS",
+    "KEYPOINT_SHORT",
+    "NUM_KEYPOINTS",
+    "NUM_PARTS",
+    "PARTS",
+    "PART_SHORT",
+    "PART_USES",
+    "PART_WEIGHTS",
+    "SKELETON",
+    "VALID_THRESHOLD",
+    "coco_to_13_heatmaps",
+    "coco_to_13_keypoints",
+    "flip_heatmaps",
+    "flip_keypoints",
+    "part_centres",
+    "swap_left_right",
 ]
 
 FLIP_ORDERS = {NUM_KEYPOINTS: FLIP_KEYPOINTS, len(COCO17): FLIP_COCO17, NUM_PARTS: FLIP_PARTS}  # by entry count

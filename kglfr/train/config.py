@@ -184,8 +184,11 @@ def _closest(key: str) -> str:
     near = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
     if not near:  # match on the last part alone (``epoch`` -> ``train.epochs``)
         leaf = key.rsplit(".", 1)[-1]
-        near = [k for k in keys if k.rsplit(".", 1)[-1] in difflib.get_close_matches(leaf, [x.rsplit(".", 1)[-1]
-                                                                                          for x in keys], 3, 0.6)]
+        near = [
+            k
+            for k in keys
+            if k.rsplit(".", 1)[-1] in difflib.get_close_matches(leaf, [x.rsplit(".", 1)[-1] for x in keys], 3, 0.6)
+        ]
     if near:
         return f"; closest valid keys: {', '.join(near[:3])}"
     return f"; valid sections: {', '.join(Config.__dataclass_fields__)}"

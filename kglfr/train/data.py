@@ -27,8 +27,9 @@ STREAM_ERASING = 12
 STREAM_KEYPOINT = 13
 
 
-def step_generator(seed: int, epoch: int, step: int, stream: int,
-                   device: str | torch.device = "cpu") -> torch.Generator:
+def step_generator(
+    seed: int, epoch: int, step: int, stream: int, device: str | torch.device = "cpu"
+) -> torch.Generator:
     """A generator that depends only on (seed, epoch, step, stream)."""
     g = torch.Generator(device=device)
     g.manual_seed(int(np.random.SeedSequence([seed, epoch, step, stream]).generate_state(1, np.uint64)[0] >> 1))

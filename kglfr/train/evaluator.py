@@ -117,8 +117,14 @@ def _embed(model, x: torch.Tensor, modality: Modality, amp_dtype) -> dict[str, t
 def feature_sets_of(store: Store, feats: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, FeatureSet]:
     paths = np.asarray([store.relpaths[i] for i in indices])
     return {
-        k: check_features(v, store.pids[indices], store.cameras[indices], paths, store.modalities[indices],
-                          source=f"{store.path} test split ({k} feature)")  # fmt: skip
+        k: check_features(
+            v,
+            store.pids[indices],
+            store.cameras[indices],
+            paths,
+            store.modalities[indices],
+            source=f"{store.path} test split ({k} feature)",
+        )  # fmt: skip
         for k, v in feats.items()
     }
 

@@ -181,6 +181,7 @@ def stop_on_signals():
     """Turn Ctrl-C and SIGTERM into a flag the loop checks after each step (main thread only)."""
     flag = {"signal": None}
     if threading_main():
+
         def handler(signum, _frame):
             flag["signal"] = signal.Signals(signum).name
 
@@ -415,8 +416,10 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
                     last = folder / CHECKPOINT
                     where = f"the last good checkpoint is {last} (epoch {epoch})" if last.is_file() else \
                         "no checkpoint was written yet"  # fmt: skip
-                    raise TrainingError(f"the loss became non-finite ({losses.parts}) at epoch {epoch + 1} step "
-                                        f"{s + 1}; training stopped, {where}; lower optim.lr or check the data")
+                    raise TrainingError(
+                        f"the loss became non-finite ({losses.parts}) at epoch {epoch + 1} step "
+                        f"{s + 1}; training stopped, {where}; lower optim.lr or check the data"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(losses.total).backward()
                 scaler.step(optimizer)
@@ -428,9 +431,15 @@ def _train(cfg, folder: Path, rt: Runtime, resume: bool, progress: bool, max_ste
                 bar.update(1)
                 if rt.main and (s + 1) % max(1, cfg.train.log_every) == 0:
                     rate = n_steps * data.sampler.batch_size * rt.world_size / (time.perf_counter() - t0)
-                    rec = {"type": "step", "epoch": epoch + 1, "step": s + 1,
-                           "global_step": epoch * per_epoch + s + 1, "lr": optimizer.param_groups[0]["lr"],
-                           **{k: round(v, 5) for k, v in losses.parts.items()}, "images_per_s": round(rate, 1)}
+                    rec = {
+                        "type": "step",
+                        "epoch": epoch + 1,
+                        "step": s + 1,
+                        "global_step": epoch * per_epoch + s + 1,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **{k: round(v, 5) for k, v in losses.parts.items()},
+                        "images_per_s": round(rate, 1),
+                    }
                     metrics.write(rec, rec["global_step"])
                     bar.set_postfix(loss=f"{losses.parts['loss']:.3f}", acc=f"{losses.parts['acc']:.2f}")
                 if max_steps is not None and taken >= max_steps and s + 1 < per_epoch:
@@ -508,8 +517,12 @@ def best_on_test_set(evals: list[tuple[int, Evaluation]]) -> dict:
     for p in evals[-1][1].results:
         epoch, ev = max(evals, key=lambda e: e[1].results[p]["bn"].mean()["rank1"])
         m = ev.results[p]["bn"].mean()
-        out[p] = {"epoch": epoch, "rank1": m["rank1"], "mAP": m["mAP"],
-                  "note": "epoch picked on the test set: optimistic, not comparable to the last-epoch figures"}
+        out[p] = {
+            "epoch": epoch,
+            "rank1": m["rank1"],
+            "mAP": m["mAP"],
+            "note": "epoch picked on the test set: optimistic, not comparable to the last-epoch figures",
+        }
     return out
 
 
@@ -529,16 +542,24 @@ def write_report(folder: Path, ev: Evaluation | None, cfg, store: Store, epochs:
         summary["protocols"][p] = {"chance_rank1": ev.chance_rank1[p],
                                    "gallery_draw": next(iter(by.values())).gallery_draw}  # fmt: skip
         for kind, r in by.items():
-            write_json_atomic(folder / "results" / f"{p}_{kind}.json", {**result_to_dict(r), "feature": kind,
-                                                                         "epoch": epochs}, indent=2)
+            write_json_atomic(
+                folder / "results" / f"{p}_{kind}.json",
+                {**result_to_dict(r), "feature": kind, "epoch": epochs},
+                indent=2,
+            )
             m, s = r.mean(), r.std()
             summary["protocols"][p][kind] = {"mean": m, "std": s}
-            lines.append(f"| {p} | {'BN' if kind == 'bn' else 'pooled'} | {m['rank1']:.2f} ± {s['rank1']:.2f} | "
-                         f"{m['rank10']:.2f} | {m['mAP']:.2f} ± {s['mAP']:.2f} | {m['mINP']:.2f} | "
-                         f"{ev.chance_rank1[p]:.2f} |")
+            lines.append(
+                f"| {p} | {'BN' if kind == 'bn' else 'pooled'} | {m['rank1']:.2f} ± {s['rank1']:.2f} | "
+                f"{m['rank10']:.2f} | {m['mAP']:.2f} ± {s['mAP']:.2f} | {m['mINP']:.2f} | "
+                f"{ev.chance_rank1[p]:.2f} |"
+            )
             tables.append(f"{kind} feature\n{format_table(r)}")
-    lines += ["", "BN: the BatchNorm-neck feature (the headline, as AGW and KGLFR report); pooled: the GeM feature "
-              "before it. Mean ± standard deviation over the protocol's trials. Re-ranking off."]
+    lines += [
+        "",
+        "BN: the BatchNorm-neck feature (the headline, as AGW and KGLFR report); pooled: the GeM feature "
+        "before it. Mean ± standard deviation over the protocol's trials. Re-ranking off.",
+    ]
     write_atomic(folder / "report.md", lambda f: f.write("\n".join(lines) + "\n"))
     write_json_atomic(folder / "summary.json", summary, indent=2)
     print("\n\n".join(tables))

@@ -60,9 +60,7 @@ class VIDataset:
             recs = self.split(split)
             for mod in Modality:
                 sub = [r for r in recs if r.modality == mod]
-                lines.append(
-                    f"  {split:5s} {mod.short:3s}: {len({r.pid for r in sub}):5d} ids {len(sub):7d} images"
-                )
+                lines.append(f"  {split:5s} {mod.short:3s}: {len({r.pid for r in sub}):5d} ids {len(sub):7d} images")
         return "\n".join(lines)
 
 
@@ -77,8 +75,7 @@ def require_layout(root: Path, layout: str, required: Sequence[str]) -> Path:
     if missing:
         shown = ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else "")
         raise DatasetError(
-            f"{root} does not match the {layout} layout: missing {shown} "
-            f"(expected {', '.join(required)})"
+            f"{root} does not match the {layout} layout: missing {shown} (expected {', '.join(required)})"
         )
     return root
 
@@ -150,7 +147,9 @@ def check_identities(records: Iterable[ImageRecord], dataset: str) -> list[int]:
     if skipped:
         log.warning(
             "%s: %d training identities have images in one modality only and are skipped: %s",
-            dataset, len(skipped), ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else ""),
+            dataset,
+            len(skipped),
+            ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else ""),
         )
     bad = sorted(pid for (split, pid), mods in seen.items() if split == TEST and len(mods) < 2)
     if bad:

@@ -41,9 +41,7 @@ def load_llcm(root: Path) -> VIDataset:
             parts = relpath.split("/")
             cam = _CAMERA.search(parts[-1])
             if len(parts) < 2 or not parts[-2].isdigit() or cam is None:
-                raise DatasetError(
-                    f"{path}:{lineno}: {relpath!r} is not <vis|nir>/<pid>/<pid>_c<camera>_..."
-                )
+                raise DatasetError(f"{path}:{lineno}: {relpath!r} is not <vis|nir>/<pid>/<pid>_c<camera>_...")
             records.append(ImageRecord(relpath, int(parts[-2]), int(cam.group(1)), mod, split))
     require_files(root, (r.relpath for r in records), "LLCM")
     return VIDataset("llcm", root, records)

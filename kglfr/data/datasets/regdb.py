@@ -23,9 +23,7 @@ _NAMES = {Modality.VISIBLE: "visible", Modality.INFRARED: "thermal"}
 
 def _trial_files(root: Path, trial: int) -> dict[tuple[str, Modality], Path]:
     return {
-        (split, mod): root / "idx" / f"{split}_{_NAMES[mod]}_{trial}.txt"
-        for split in (TRAIN, TEST)
-        for mod in Modality
+        (split, mod): root / "idx" / f"{split}_{_NAMES[mod]}_{trial}.txt" for split in (TRAIN, TEST) for mod in Modality
     }
 
 
@@ -38,9 +36,11 @@ def _pid_of(relpath: str, label: int, where: Path) -> int:
 
 @register("regdb")
 def load_regdb(root: Path, trial: int = 1) -> VIDataset:
-    root = require_layout(root, "RegDB", ["Visible", "Thermal", "idx"] + [
-        str(p.relative_to(root)) for p in _trial_files(Path(root), trial).values()
-    ])
+    root = require_layout(
+        root,
+        "RegDB",
+        ["Visible", "Thermal", "idx"] + [str(p.relative_to(root)) for p in _trial_files(Path(root), trial).values()],
+    )
     trials = []
     for t in range(1, 11):
         files = _trial_files(root, t).values()

@@ -71,8 +71,9 @@ def _sysu_cameras(seed: int, pid: int, test: bool, dropout: float) -> list[int]:
     return [c for c in range(1, 7) if keep[c]]
 
 
-def plan_sysu(seed: int, identities: list[Identity], per_camera: int, camera_dropout: float,
-              n_test: int | None = None) -> Plan:
+def plan_sysu(
+    seed: int, identities: list[Identity], per_camera: int, camera_dropout: float, n_test: int | None = None
+) -> Plan:
     pids = [ident.pid for ident in identities]
     order = [int(p) for p in rng_for(seed, STREAM_SPLIT, 0).permutation(pids)]
     n_test = len(pids) // 2 if n_test is None else n_test

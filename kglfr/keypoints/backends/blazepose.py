@@ -135,8 +135,10 @@ class BlazePoseBackend(PoseBackend):
 
     def identity(self) -> str:
         h, w = self.heatmap_size
-        return (f"blazepose-full-{self.pad}-sq{self.square:g}-{self.heatmap_mode}{h}x{w}"
-                f"-gate{self.person_gate:g}-{self._sha}")
+        return (
+            f"blazepose-full-{self.pad}-sq{self.square:g}-{self.heatmap_mode}{h}x{w}"
+            f"-gate{self.person_gate:g}-{self._sha}"
+        )
 
     def _geometry(self, H: int, W: int) -> tuple[float, float, float]:
         """(k, ox, oy): crop pixel x maps to model-input pixel (x + ox) * k (continuous coordinates)."""
@@ -154,8 +156,9 @@ class BlazePoseBackend(PoseBackend):
             src = cv2.resize(image, (max(1, round(W * 2 * k)), max(1, round(H * 2 * k))), interpolation=cv2.INTER_AREA)
             fx, fy = W / src.shape[1], H / src.shape[0]  # original pixels per pre-shrunk pixel
             m = np.array([[k * fx, 0, (0.5 * fx + ox) * k - 0.5], [0, k * fy, (0.5 * fy + oy) * k - 0.5]])
-        out = cv2.warpAffine(src, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR,
-                             borderMode=PADS[self.pad], borderValue=(0, 0, 0))
+        out = cv2.warpAffine(
+            src, m, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=PADS[self.pad], borderValue=(0, 0, 0)
+        )
         return out.astype(np.float32) / 255.0
 
     def run_model(self, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -178,8 +181,9 @@ class BlazePoseBackend(PoseBackend):
         mx, my = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
         maps = np.empty((len(BLAZEPOSE_TO_COCO), h, w), np.float32)
         for c, b in enumerate(BLAZEPOSE_TO_COCO):
-            maps[c] = cv2.remap(np.ascontiguousarray(heat[..., b]), mx, my, cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
+            maps[c] = cv2.remap(
+                np.ascontiguousarray(heat[..., b]), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
         return _sigmoid(maps).astype(np.float32)
 
     def predict_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -197,8 +201,12 @@ class BlazePoseBackend(PoseBackend):
         if self.heatmap_mode == "model":
             maps = self._model_heatmaps(heat, H, W) * np.float32(gate)
         else:
-            maps = render_gaussians(kp[:, :2], np.ones(17, bool), (H, W), self.heatmap_size,
-                                    default_sigma(self.heatmap_size)) * conf[:, None, None]
+            maps = (
+                render_gaussians(
+                    kp[:, :2], np.ones(17, bool), (H, W), self.heatmap_size, default_sigma(self.heatmap_size)
+                )
+                * conf[:, None, None]
+            )
         return kp, maps.astype(np.float32), person
 
     def predict(self, images: np.ndarray, info: BatchInfo | None = None) -> PoseOutput:

@@ -76,7 +76,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     for prefix in ("module.", "model."):
         if all(k.startswith(prefix) for k in state):
             log.warning("%s: removing the %r prefix from all %d keys", path, prefix, len(state))
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -226,10 +226,15 @@ class HRNetBackend(PoseBackend):
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected B x H x W x 3 uint8 images, got {images.dtype} {images.shape}")
         H, W = images.shape[1:3]
-        maps = [self.heatmaps(self.preprocess(images[i:i + self.batch_size]))
-                for i in range(0, len(images), self.batch_size)]
-        hm = np.concatenate(maps) if maps else np.zeros((0, 17, self.input_size[0] // 4, self.input_size[1] // 4),
-                                                        np.float32)
+        maps = [
+            self.heatmaps(self.preprocess(images[i : i + self.batch_size]))
+            for i in range(0, len(images), self.batch_size)
+        ]
+        hm = (
+            np.concatenate(maps)
+            if maps
+            else np.zeros((0, 17, self.input_size[0] // 4, self.input_size[1] // 4), np.float32)
+        )
         coords, maxvals = decode_heatmaps(hm, self.refine)
         xy = heatmap_to_image(coords, hm.shape[-2:], self.input_size, (H, W))
         xy = np.clip(xy, 0.0, np.array([W, H], np.float32))  # the quarter shift may step 0.5 px outside

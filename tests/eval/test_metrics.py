@@ -88,8 +88,9 @@ def test_matches_per_query_reference(rule, dedup, ties, dtype):
                 evaluate(None, None, q_pids, g_pids, q_cams, g_cams, dist=dist, rule=rule, dedup_cmc=dedup)
             continue
         chunk = int(rng.integers(1, 300))  # several query chunks per call
-        m = evaluate(None, None, q_pids, g_pids, q_cams, g_cams, dist=dist, rule=rule,
-                     dedup_cmc=dedup, chunk_elements=chunk)
+        m = evaluate(
+            None, None, q_pids, g_pids, q_cams, g_cams, dist=dist, rule=rule, dedup_cmc=dedup, chunk_elements=chunk
+        )
         assert_same(m, ref)
         assert m.num_queries == len(q_pids)
         checked += 1
@@ -122,8 +123,11 @@ def test_features_equal_distance_matrix():
     assert_same(cos, reference(-(qn @ gn.T), q_pids, g_pids, np.ones(30), np.ones(45)), tol=1e-9)
     # Euclidean on the raw features, and Euclidean on normalised features ranks like cosine
     d2 = ((q[:, None] - g[None]) ** 2).sum(-1)
-    assert_same(evaluate(q, g, q_pids, g_pids, distance="euclidean"),
-                reference(d2, q_pids, g_pids, np.ones(30), np.ones(45)), tol=1e-9)
+    assert_same(
+        evaluate(q, g, q_pids, g_pids, distance="euclidean"),
+        reference(d2, q_pids, g_pids, np.ones(30), np.ones(45)),
+        tol=1e-9,
+    )
     eu = evaluate(qn, gn, q_pids, g_pids, distance="euclidean")
     assert_same(eu, (cos.cmc, cos.mAP, cos.mINP), tol=1e-9)
 
@@ -153,11 +157,13 @@ def rank_as(order, n):
 
 def test_hand_worked_ap_inp_cmc():
     g_pids = np.array([1, 2, 1, 3, 1])
-    dist = np.stack([
-        rank_as([1, 0, 3, 2, 4], 5),  # query of identity 1: ranked ids 2, 1, 3, 1, 1 -> hits at 2, 4, 5
-        rank_as([3, 0, 1, 2, 4], 5),  # identity 3: first place
-        rank_as([0, 1, 2, 3, 4], 5),  # identity 9: not in the gallery, counts nowhere
-    ])
+    dist = np.stack(
+        [
+            rank_as([1, 0, 3, 2, 4], 5),  # query of identity 1: ranked ids 2, 1, 3, 1, 1 -> hits at 2, 4, 5
+            rank_as([3, 0, 1, 2, 4], 5),  # identity 3: first place
+            rank_as([0, 1, 2, 3, 4], 5),  # identity 9: not in the gallery, counts nowhere
+        ]
+    )
     q_pids = np.array([1, 3, 9])
     m = evaluate(None, None, q_pids, g_pids, dist=dist)
     ap1 = (1 / 2 + 2 / 4 + 3 / 5) / 3  # precision at each hit: 1/2, 2/4, 3/5
@@ -197,15 +203,31 @@ def test_hand_worked_sysu_camera_rule():
     assert cam6.rank(1) == 1
     assert cam6.mAP == pytest.approx((1 + 2 / 3) / 2) and cam6.mINP == pytest.approx(2 / 3)
     # a camera-3 query whose only match is on camera 2 has no match left: it counts nowhere
-    only = evaluate(None, None, np.array([1, 4]), np.array([1, 4]), np.array([3, 3]), np.array([2, 1]),
-                    dist=np.zeros((2, 2), np.float32), rule="sysu-cam3-cam2")
+    only = evaluate(
+        None,
+        None,
+        np.array([1, 4]),
+        np.array([1, 4]),
+        np.array([3, 3]),
+        np.array([2, 1]),
+        dist=np.zeros((2, 2), np.float32),
+        rule="sysu-cam3-cam2",
+    )
     assert only.num_valid == 1 and only.rank(1) == 1 and only.mAP == 1
 
 
 def test_hand_worked_same_identity_camera_rule():
     # query (identity 1, camera 4); gallery ranked: (1, cam 4) removed, (2, cam 5), (1, cam 5)
-    m = evaluate(None, None, np.array([1]), np.array([1, 2, 1]), np.array([4]), np.array([4, 5, 5]),
-                 dist=rank_as([0, 1, 2], 3)[None], rule="same-identity-camera")
+    m = evaluate(
+        None,
+        None,
+        np.array([1]),
+        np.array([1, 2, 1]),
+        np.array([4]),
+        np.array([4, 5, 5]),
+        dist=rank_as([0, 1, 2], 3)[None],
+        rule="same-identity-camera",
+    )
     assert m.rank(1) == 0 and m.rank(2) == 1 and m.mAP == pytest.approx(1 / 2)
 
 
@@ -221,8 +243,9 @@ def test_ties_keep_gallery_order():
 
 def test_gallery_smaller_than_max_rank():
     # 3 gallery images: ranks beyond 3 repeat CMC@3
-    m = evaluate(None, None, np.array([1, 2]), np.array([3, 2, 1]),
-                 dist=np.stack([rank_as([0, 1, 2], 3), rank_as([0, 1, 2], 3)]))
+    m = evaluate(
+        None, None, np.array([1, 2]), np.array([3, 2, 1]), dist=np.stack([rank_as([0, 1, 2], 3), rank_as([0, 1, 2], 3)])
+    )
     np.testing.assert_allclose(m.cmc[:3], [0, 0.5, 1.0])
     assert m.rank(5) == m.rank(20) == 1.0 and len(m.cmc) == 20
 

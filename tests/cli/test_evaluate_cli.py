@@ -61,8 +61,19 @@ def test_sysu_all_result_file_and_table(tmp_path, capsys):
 def test_multi_shot_rerank_and_trials(tmp_path, capsys):
     npz = write(tmp_path, **sysu_arrays())
     out = tmp_path / "r.json"
-    argv = ["evaluate", "--features", npz, "--protocol", "sysu-indoor", "--multi-shot", "--trials", "2",
-            "--rerank", "--out", str(out)]
+    argv = [
+        "evaluate",
+        "--features",
+        npz,
+        "--protocol",
+        "sysu-indoor",
+        "--multi-shot",
+        "--trials",
+        "2",
+        "--rerank",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     res = json.loads(out.read_text())
     assert res["reranking"] is True and res["rerank_params"] == {"k1": 20, "k2": 6, "lambda": 0.3}
@@ -76,8 +87,9 @@ def test_regdb_one_file_per_trial(tmp_path, capsys):
         rng = np.random.default_rng(t)
         pids = np.repeat(np.arange(10), 4)
         cams = np.tile([1, 1, 2, 2], 10)
-        paths = np.array([f"{'Visible' if c == 1 else 'Thermal'}/{p}/{i}.bmp" for i, (p, c) in
-                          enumerate(zip(pids, cams))])
+        paths = np.array(
+            [f"{'Visible' if c == 1 else 'Thermal'}/{p}/{i}.bmp" for i, (p, c) in enumerate(zip(pids, cams))]
+        )
         feats = rng.standard_normal((40, 16)).astype(np.float32)
         files += ["--features", str(save_features(tmp_path / f"t{t}.npz", feats, pids, cams, paths))]
     out = tmp_path / "regdb.json"
@@ -130,8 +142,9 @@ def test_other_bad_files(tmp_path, capsys):
     err = evaluate_error(capsys, ["evaluate", "--features", str(tmp_path / "junk.npz"), "--protocol", "sysu-all"])
     assert "not a readable .npz" in err
     arrays = sysu_arrays()
-    err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "regdb-v2i",
-                                  "--multi-shot"])
+    err = evaluate_error(
+        capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "regdb-v2i", "--multi-shot"]
+    )
     assert "multi-shot" in err
     err = evaluate_error(capsys, ["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "llcm-i2v"])
     assert "modality" in err
@@ -141,8 +154,19 @@ def test_query_identity_without_gallery_warns_and_is_left_out(tmp_path, capsys, 
     arrays = sysu_arrays(drop_gallery_of=(3,))
     out = tmp_path / "r.json"
     with caplog.at_level(logging.WARNING):
-        rc = main(["evaluate", "--features", write(tmp_path, **arrays), "--protocol", "sysu-all",
-                   "--trials", "2", "--out", str(out)])
+        rc = main(
+            [
+                "evaluate",
+                "--features",
+                write(tmp_path, **arrays),
+                "--protocol",
+                "sysu-all",
+                "--trials",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
     assert rc == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     warnings = [w for w in warnings if "the official test set has" not in w]  # a small synthetic set

@@ -150,8 +150,19 @@ def test_non_store_output_folder_is_refused(sysu, tmp_path):
 
 def test_cli_prepare_reports_bad_files_in_one_line(sysu, tmp_path, capsys):
     (sysu.root / sysu.records[0].relpath).write_bytes(b"\xff\xd8broken")
-    args = ["prepare", "--dataset", "sysu", "--root", str(sysu.root), "--out", str(tmp_path / "s"),
-            "--height", "16", "--width", "16"]
+    args = [
+        "prepare",
+        "--dataset",
+        "sysu",
+        "--root",
+        str(sysu.root),
+        "--out",
+        str(tmp_path / "s"),
+        "--height",
+        "16",
+        "--width",
+        "16",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error" in line]

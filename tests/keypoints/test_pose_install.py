@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.slow,
@@ -86,8 +86,14 @@ def test_pose_extra_installs_and_runs(tmp_path):
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PYTHONPATH=str(REPO), KGLFR_HOME=str(home))
-    proc = subprocess.run([str(py), "-c", CHILD, str(tmp_path / "image.npy")], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(py), "-c", CHILD, str(tmp_path / "image.npy")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(result["model"]) == home / "pose_landmark_full.tflite"

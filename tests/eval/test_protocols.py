@@ -169,8 +169,9 @@ def test_sysu_multi_shot_draw_is_the_published_one():
     modality = image_modalities("sysu", fs.cams, fs.paths)
     for trial in range(3):
         _, g = trial_sets(PROTOCOLS["sysu-all"], fs.pids, fs.cams, fs.paths, modality, trial, shots=10)
-        assert fs.paths[g].tolist() == published_draw(listing, np.unique(fs.pids), ["cam1", "cam2", "cam4",
-                                                                                   "cam5"], trial, 10)
+        assert fs.paths[g].tolist() == published_draw(
+            listing, np.unique(fs.pids), ["cam1", "cam2", "cam4", "cam5"], trial, 10
+        )
 
 
 def test_multi_shot_takes_every_image_of_a_small_folder():
@@ -190,8 +191,9 @@ def test_sysu_protocol_matches_published_evaluation(name, shots):
     cams = ["cam1", "cam2"] if name == "sysu-indoor" else ["cam1", "cam2", "cam4", "cam5"]
     folders = [f"cam{c}/{p:04d}" for p in np.unique(fs.pids) for c in range(1, 7)]
     listing = published_listing(fs, folders)
-    q = np.array([pos[s] for s in sorted(fs.paths[np.isin(fs.cams, (3, 6))].tolist(),
-                                          key=lambda s: (s.split("/")[1], s))])
+    q = np.array(
+        [pos[s] for s in sorted(fs.paths[np.isin(fs.cams, (3, 6))].tolist(), key=lambda s: (s.split("/")[1], s))]
+    )
     for t in result.trials:
         g = np.array([pos[s] for s in published_draw(listing, np.unique(fs.pids), cams, t.trial, shots)])
         f = fs.feats / np.linalg.norm(fs.feats, axis=1, keepdims=True)
@@ -202,9 +204,15 @@ def test_sysu_protocol_matches_published_evaluation(name, shots):
 
 def test_sysu_camera_rule_is_applied():
     """Only camera-2 images of a camera-3 query's identity: that query counts nowhere."""
-    rows = [(1, 3, "cam3/0001/0001.jpg"), (1, 2, "cam2/0001/0001.jpg"),
-            (2, 6, "cam6/0002/0001.jpg"), (2, 1, "cam1/0002/0001.jpg"), (2, 2, "cam2/0002/0001.jpg"),
-            (1, 4, "cam4/0001/0001.jpg"), (3, 5, "cam5/0003/0001.jpg")]
+    rows = [
+        (1, 3, "cam3/0001/0001.jpg"),
+        (1, 2, "cam2/0001/0001.jpg"),
+        (2, 6, "cam6/0002/0001.jpg"),
+        (2, 1, "cam1/0002/0001.jpg"),
+        (2, 2, "cam2/0002/0001.jpg"),
+        (1, 4, "cam4/0001/0001.jpg"),
+        (3, 5, "cam5/0003/0001.jpg"),
+    ]
     pids, cams, paths = (np.array(c) for c in zip(*rows))
     feats = np.eye(7, dtype=np.float32)
     feats[0, 1] = 5  # the cam-3 query is closest to the cam-2 image, which it must not see
@@ -239,14 +247,21 @@ def test_llcm_protocol_matches_published_evaluation(name):
     for p, c in zip(fs.paths, fs.cams):
         top, pid, fname = p.split("/")
         listing.setdefault(f"test_{top}/cam{c}/{pid}", []).append(fname)
-    back = {f"test_{p.split('/')[0]}/cam{c}/{p.split('/')[1]}/{p.split('/')[2]}": pos[p]
-            for p, c in zip(fs.paths, fs.cams)}
+    back = {
+        f"test_{p.split('/')[0]}/cam{c}/{p.split('/')[1]}/{p.split('/')[2]}": pos[p] for p, c in zip(fs.paths, fs.cams)
+    }
     ids = np.unique(fs.pids)
 
     def listed(folders):  # process_query_llcm: every image, ids ascending, cameras in order
-        return np.array([back[f"{d}/{pid}/{f}"] for pid in sorted(f"{x:04d}" for x in ids)
-                         for d in folders if f"{d}/{pid}" in listing
-                         for f in sorted(listing[f"{d}/{pid}"])])
+        return np.array(
+            [
+                back[f"{d}/{pid}/{f}"]
+                for pid in sorted(f"{x:04d}" for x in ids)
+                for d in folders
+                if f"{d}/{pid}" in listing
+                for f in sorted(listing[f"{d}/{pid}"])
+            ]
+        )
 
     f = fs.feats / np.linalg.norm(fs.feats, axis=1, keepdims=True)
     for t in result.trials:

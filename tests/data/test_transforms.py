@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from test_keypoint_cache import synthetic_store
+from layouts import occluded_store
 
 from kglfr.data.transforms import (
     IMAGENET_MEAN,
@@ -23,7 +23,7 @@ P = {n: i for i, n in enumerate(PARTS)}
 
 @pytest.fixture(scope="module")
 def cached(tmp_path_factory):
-    store = synthetic_store(tmp_path_factory.mktemp("tf"))
+    store = occluded_store(tmp_path_factory.mktemp("tf"))
     result = build_cache(store, build_backend("oracle", root=store.root), progress=False)
     return store, result.cache
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layouts import STORE_HW, no_person_relpath, occluded_store
 
 from kglfr.cli import main
-from kglfr.data.datasets import load_dataset
 from kglfr.data.records import Modality
-from kglfr.data.store import MANIFEST, Store, prepare_store, write_json_atomic
+from kglfr.data.store import MANIFEST, Store, write_json_atomic
 from kglfr.errors import KglfrError, StoreError
 from kglfr.keypoints.backends import BatchInfo, build_backend
-from kglfr.keypoints.backends.oracle import SIDECAR, OracleBackend, read_sidecar
+from kglfr.keypoints.backends.oracle import OracleBackend, read_sidecar
 from kglfr.keypoints.cache import (
     DEFAULT_HEATMAP_HW,
     MAX_BYTES_PER_IMAGE,
@@ -25,39 +25,11 @@ from kglfr.keypoints.cache import (
 from kglfr.keypoints.heatmaps import peaks, render_gaussians, resize_maps
 from kglfr.keypoints.skeleton import PARTS, coco_to_13_keypoints, part_centres
 
-SOURCE_HW = (128, 64)
-STORE_HW = (288, 144)
-
-
-# -- a small synthetic SYSU dataset with ground-truth keypoints (shared by the other keypoint tests) ---------
-
-
-def no_person_relpath(relpaths) -> str:
-    """The image whose keypoints ``synthetic_store`` marks all occluded (a 'no person found' image)."""
-    return next(r for r in sorted(relpaths) if r.startswith("cam3/"))
-
-
-def synthetic_store(tmp: Path, ids: int = 6, images_per_camera: int = 1) -> Store:
-    """A prepared 288 x 144 store of a ``kglfr synth`` SYSU dataset (sources about 128 x 64, sizes vary),
-    with one infrared image's ground truth made all-occluded."""
-    from kglfr.data.synth import synthesize
-
-    root = tmp / "synth"
-    synthesize(root, layout="sysu", ids=ids, seed=0, images_per_camera=images_per_camera,
-               height=SOURCE_HW[0], width=SOURCE_HW[1], size_jitter=0.3)  # fmt: skip
-    doc = json.loads((root / SIDECAR).read_text())
-    for row in doc["images"][no_person_relpath(doc["images"])]:
-        row[2] = 0
-    (root / SIDECAR).write_text(json.dumps(doc))
-    dataset = load_dataset("sysu", root)
-    store, _ = prepare_store(dataset, tmp / "store", height=STORE_HW[0], width=STORE_HW[1], progress=False)
-    return store
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A store with a complete oracle cache (read-only for the tests that use it)."""
-    store = synthetic_store(tmp_path_factory.mktemp("kp"))
+    store = occluded_store(tmp_path_factory.mktemp("kp"))
     backend = build_backend("oracle", root=store.root)
     result = build_cache(store, backend, progress=False)
     return store, result

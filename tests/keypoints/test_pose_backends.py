@@ -247,8 +247,9 @@ def test_heatmap_to_image_mapping():
     # same size input and image: index j -> pixel 4 j, continuous 4 j + 0.5
     np.testing.assert_allclose(heatmap_to_image(c, (80, 40), (320, 160), (320, 160)), [[0.5, 0.5], [156.5, 316.5]])
     # a 288 x 144 image resized (half-pixel centres) to 320 x 160: scale by 0.9
-    np.testing.assert_allclose(heatmap_to_image(c, (80, 40), (320, 160), (288, 144)),
-                               [[0.45, 0.45], [140.85, 284.85]], rtol=1e-6)
+    np.testing.assert_allclose(
+        heatmap_to_image(c, (80, 40), (320, 160), (288, 144)), [[0.45, 0.45], [140.85, 284.85]], rtol=1e-6
+    )
 
 
 def test_flip_pairs_from_names():

@@ -98,8 +98,22 @@ def test_cli_official_draw(official, tmp_path, capsys):
     npz = tmp_path / "feats.npz"
     np.savez(npz, **arrays)
     out = tmp_path / "res.json"
-    argv = ["evaluate", "--features", str(npz), "--protocol", "sysu-all", "--multi-shot", "--trials", "3",
-            "--gallery-draw", "official", "--gallery-perm", str(mat), "--out", str(out)]
+    argv = [
+        "evaluate",
+        "--features",
+        str(npz),
+        "--protocol",
+        "sysu-all",
+        "--multi-shot",
+        "--trials",
+        "3",
+        "--gallery-draw",
+        "official",
+        "--gallery-perm",
+        str(mat),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     res = json.loads(out.read_text())
     assert res["gallery_draw"] == "official" and res["trial_ids"] == [1, 2, 3] and res["shot"] == "multi-shot (10)"

@@ -35,7 +35,12 @@ def test_ablation_writes_the_table_and_keeps_finished_rows(tmp_path, capsys):
     assert main(args) == 0
     table = json.loads((out / "report" / "ablation.json").read_text())
     assert table["seeds"] == 2 and [r["preset"] for r in table["rows"]] == [
-        "sysu/baseline", "sysu/kmlfr", "sysu/random_erasing", "sysu/kegfr", "sysu/kglfr"]
+        "sysu/baseline",
+        "sysu/kmlfr",
+        "sysu/random_erasing",
+        "sysu/kegfr",
+        "sysu/kglfr",
+    ]
     assert all(len(r["rank1"]) == 2 for r in table["rows"])
     md = (out / "report" / "ablation.md").read_text()
     assert md.count(" ± ") == 1 + 10 and "| 5 |  | ✓ | ✓ |" in md  # the caption, then R-1 and mAP of 5 rows
