@@ -113,3 +113,38 @@ def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
             f"cannot write {option} {path}: {folder} is not writable ({e.strerror}); choose another {option}"
         ) from None
     return path
+
+
+LOCK_FILE = ".kglfr.lock"
+
+
+class LockedError(KglfrError):
+    """Another process holds the lock of a folder this one was about to change."""
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str):
+    """Hold an exclusive, non-blocking lock on ``folder`` (a ``.kglfr.lock`` file in it, created when
+    absent) for as long as the block runs. A second process gets :class:`LockedError` naming ``what``
+    and the holder's pid at once, instead of both writing into the folder. The lock dies with its
+    process (``flock``), so a killed run never leaves the folder locked."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LockedError(
+                f"{what} {folder} is in use by another kglfr process (pid {holder}); wait for it to finish "
+                "or stop it, then try again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
