@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from layouts import occluded_store
 from PIL import Image
-from test_keypoint_cache import synthetic_store
 
 from kglfr.cli import main
 from kglfr.data.records import Modality
@@ -13,7 +13,7 @@ from kglfr.viz.keypoints import draw_keypoint_grid, pick_images
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    s = synthetic_store(tmp_path_factory.mktemp("viz"))
+    s = occluded_store(tmp_path_factory.mktemp("viz"))
     build_cache(s, build_backend("oracle", root=s.root), progress=False)
     return s
 
