@@ -51,4 +51,3 @@ def test_every_relative_link_resolves():
             if not dest.exists() or (anchor and anchor not in heading_anchors(dest)):
                 broken.append(f"{page.relative_to(TOP)}: {target}")
     assert not broken, broken
-
