@@ -27,7 +27,7 @@ KEYPOINT_EXAMPLES = """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "viz", "Draw pictures of data and results (keypoints; more to come).", EXAMPLES)
+    p = add_command(sub, "viz", "Draw pictures of data and results: keypoint sheets and Grad-CAM maps.", EXAMPLES)
     vsub = p.add_subparsers(dest="viz_command", metavar="WHAT", required=True)
     register_keypoints(vsub)
     for name in VIZ_COMMANDS:
