@@ -44,6 +44,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kglfr.data.conventions import (
+    GALLERY_DRAWS,
+    LLCM_INFRARED,
+    LLCM_VISIBLE,
+    REGDB_THERMAL,
+    REGDB_VISIBLE,
+    SYSU_CAMERAS,
+    SYSU_INDOOR,
+    SYSU_INFRARED,
+    SYSU_VISIBLE,
+)
 from kglfr.data.records import Modality
 from kglfr.errors import KglfrError
 from kglfr.eval import metrics as M
@@ -52,17 +63,7 @@ from kglfr.eval.sysu_official import GalleryPermutations, OfficialPlan, official
 
 log = logging.getLogger(__name__)
 
-MULTI_SHOT = 10
-DEFAULT_TRIALS = 10
-
-SYSU_VISIBLE = (1, 2, 4, 5)
-SYSU_INDOOR = (1, 2)
-SYSU_INFRARED = (3, 6)
-REGDB_VISIBLE = (1,)
-REGDB_THERMAL = (2,)
-LLCM_VISIBLE = (1, 2, 3, 4, 5, 6, 7, 8, 9)
-LLCM_INFRARED = (1, 2, 4, 5, 6, 7, 8, 9)
-DATASET_CAMERAS = {"sysu": (1, 2, 3, 4, 5, 6), "regdb": (1, 2), "llcm": LLCM_VISIBLE}
+DATASET_CAMERAS = {"sysu": SYSU_CAMERAS, "regdb": REGDB_VISIBLE + REGDB_THERMAL, "llcm": LLCM_VISIBLE}
 
 
 class ProtocolError(KglfrError):
@@ -207,7 +208,7 @@ def image_modalities(
     if dataset == "sysu":
         return np.where(np.isin(cams, SYSU_INFRARED), IR, VIS).astype(np.int8)
     if dataset == "regdb":
-        return np.where(cams == 2, IR, VIS).astype(np.int8)
+        return np.where(np.isin(cams, REGDB_THERMAL), IR, VIS).astype(np.int8)
     if dataset == "llcm":
         if modalities is not None:
             return np.asarray(modalities, dtype=np.int8)
@@ -472,7 +473,7 @@ def evaluate_protocol(
                 f"{'gallery' if protocol.gallery.drawn else 'probe set'} is drawn from it per trial); "
                 f"got {len(sets)}"
             )
-        n = DEFAULT_TRIALS if trials is None else trials
+        n = GALLERY_DRAWS if trials is None else trials
         if n < 1:
             raise ProtocolError(f"--trials must be 1 or more, got {n}")
         first = 0 if official is None else 1  # seeds 0..n-1, or the file's runs 1..n
