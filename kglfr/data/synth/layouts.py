@@ -29,7 +29,7 @@ from kglfr.data.synth.render import REGDB_CAMERAS, CameraStyle
 from kglfr.data.synth.render import SYSU_CAMERAS as SYSU_STYLES
 
 LAYOUTS = ("sysu", "regdb")
-# What a synthetic dataset writes at its root (``--force`` removes exactly these).
+# What a synthetic dataset writes at its root (``synthesize(force=True)`` removes exactly these).
 GENERATED = ("cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp", "Visible", "Thermal", "idx")
 
 
