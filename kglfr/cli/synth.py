@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kglfr.cli import add_command
+from kglfr.errors import KglfrError
 
 # The defaults of kglfr.data.synth.DEFAULTS, for --help without importing the generator (cv2);
 # tests/test_cli.py checks that they agree.
@@ -31,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         EXAMPLES,
     )
     p.add_argument("--layout", choices=("sysu", "regdb"), default="sysu", help="folder layout to write (default sysu)")
-    p.add_argument("--out", required=True, help="folder to create (must be new or empty unless --force)")
+    p.add_argument(
+        "--out", required=True, help="folder to create: new, empty, or an earlier 'kglfr synth' output with --force"
+    )
     p.add_argument("--ids", type=int, default=None, help=f"identities, at least 4 (default {s['ids']})")
     p.add_argument(
         "--seed", type=int, default=0, help="seed; the same seed and options give the same bytes (default 0)"
@@ -73,23 +76,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# The parameters of kglfr.data.synth.synthesize that its errors name, and their flags.
+PARAMETER_FLAGS = {
+    "out": "--out",
+    "layout": "--layout",
+    "ids": "--ids",
+    "seed": "--seed",
+    "images_per_camera": "--images-per-camera",
+    "height": "--height",
+    "width": "--width",
+    "occlusion": "--occlusion",
+    "camera_dropout": "--camera-dropout",
+    "size_jitter": "--size-jitter",
+    "test_ids": "--test-ids",
+    "force=True": "--force",
+}
+
+
+def as_flags(message: str) -> str:
+    """A ``synthesize`` error worded with the command's flags: its first word, when a parameter
+    (``test_ids must be`` -> ``--test-ids must be``, ``height and width`` -> ``--height and --width``),
+    and the advice ``force=True`` -> ``--force``."""
+    first, space, rest = message.partition(" ")
+    if first in PARAMETER_FLAGS:
+        first = PARAMETER_FLAGS[first]
+        if rest.startswith("and "):
+            second, _, tail = rest[4:].partition(" ")
+            rest = f"and {PARAMETER_FLAGS.get(second, second)} {tail}"
+    return (first + space + rest).replace("force=True", "--force")
+
+
 def run(args: argparse.Namespace) -> int:
     from kglfr.data.synth import synthesize
 
-    summary = synthesize(
-        args.out,
-        layout=args.layout,
-        ids=args.ids,
-        seed=args.seed,
-        images_per_camera=args.images_per_camera,
-        height=args.height,
-        width=args.width,
-        occlusion=args.occlusion,
-        camera_dropout=args.camera_dropout,
-        size_jitter=args.size_jitter,
-        test_ids=args.test_ids,
-        force=args.force,
-        progress=True,
-    )
+    try:
+        summary = synthesize(
+            args.out,
+            layout=args.layout,
+            ids=args.ids,
+            seed=args.seed,
+            images_per_camera=args.images_per_camera,
+            height=args.height,
+            width=args.width,
+            occlusion=args.occlusion,
+            camera_dropout=args.camera_dropout,
+            size_jitter=args.size_jitter,
+            test_ids=args.test_ids,
+            force=args.force,
+            progress=True,
+        )
+    except KglfrError as e:
+        raise KglfrError(as_flags(str(e))) from None
     print(summary.line())
     return 0

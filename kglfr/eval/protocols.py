@@ -44,6 +44,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kglfr.data.conventions import (
+    GALLERY_DRAWS,
+    LLCM_INFRARED,
+    LLCM_VISIBLE,
+    REGDB_THERMAL,
+    REGDB_VISIBLE,
+    SYSU_CAMERAS,
+    SYSU_INDOOR,
+    SYSU_INFRARED,
+    SYSU_VISIBLE,
+)
 from kglfr.data.records import Modality
 from kglfr.errors import KglfrError
 from kglfr.eval import metrics as M
@@ -52,17 +63,7 @@ from kglfr.eval.sysu_official import GalleryPermutations, OfficialPlan, official
 
 log = logging.getLogger(__name__)
 
-MULTI_SHOT = 10
-DEFAULT_TRIALS = 10
-
-SYSU_VISIBLE = (1, 2, 4, 5)
-SYSU_INDOOR = (1, 2)
-SYSU_INFRARED = (3, 6)
-REGDB_VISIBLE = (1,)
-REGDB_THERMAL = (2,)
-LLCM_VISIBLE = (1, 2, 3, 4, 5, 6, 7, 8, 9)
-LLCM_INFRARED = (1, 2, 4, 5, 6, 7, 8, 9)
-DATASET_CAMERAS = {"sysu": (1, 2, 3, 4, 5, 6), "regdb": (1, 2), "llcm": LLCM_VISIBLE}
+DATASET_CAMERAS = {"sysu": SYSU_CAMERAS, "regdb": REGDB_VISIBLE + REGDB_THERMAL, "llcm": LLCM_VISIBLE}
 
 
 class ProtocolError(KglfrError):
@@ -207,7 +208,7 @@ def image_modalities(
     if dataset == "sysu":
         return np.where(np.isin(cams, SYSU_INFRARED), IR, VIS).astype(np.int8)
     if dataset == "regdb":
-        return np.where(cams == 2, IR, VIS).astype(np.int8)
+        return np.where(np.isin(cams, REGDB_THERMAL), IR, VIS).astype(np.int8)
     if dataset == "llcm":
         if modalities is not None:
             return np.asarray(modalities, dtype=np.int8)
@@ -328,7 +329,7 @@ def check_cameras(protocol: Protocol, cams: np.ndarray, modality: np.ndarray, so
         raise ProtocolError(
             f"{source} has images from camera(s) {', '.join(map(str, foreign))}, which "
             f"{protocol.title.split()[0]} does not have (its cameras: {known}); are these features of "
-            f"another dataset? Choose the --protocol of the dataset they were extracted from"
+            f"another dataset? Choose the protocol of the dataset they were extracted from"
         )
     for role, image_set in (("query", protocol.query), ("gallery", protocol.gallery)):
         present = set(np.unique(cams[modality == image_set.modality]).tolist())
@@ -441,14 +442,41 @@ def evaluate_protocol(
     """Run ``protocol`` on ``features`` (a :class:`~kglfr.eval.features.FeatureSet`, or for RegDB a
     sequence of them, one per trial) and return every trial's metrics.
 
-    ``trials``: number of gallery draws, seeds 0..trials-1 (default 10); for RegDB it must equal
-    the number of feature sets when given. ``shots``: 1, or 10 for SYSU multi-shot. ``rerank``:
-    k-reciprocal re-ranking of every trial's query + gallery, off when None. ``official``: SYSU only,
-    draw the gallery from the dataset authors' permutations (trials are then the file's runs 1..n)
-    instead of ``random.seed(trial)``.
+    ``trials``: number of gallery draws, seeds 0..trials-1 (default ``GALLERY_DRAWS``, 10); for
+    RegDB it must equal the number of feature sets when given. ``shots``: 1, or 10 for SYSU
+    multi-shot. ``rerank``: k-reciprocal re-ranking of every trial's query + gallery, off when None.
+    ``official``: SYSU only, draw the gallery from the dataset authors' permutations (trials are then
+    the file's runs 1..n) instead of ``random.seed(trial)``.
     """
     protocol = get_protocol(protocol)
     sets = list(features) if isinstance(features, (list, tuple)) else [features]
+    _check_request(protocol, sets, shots, official)
+    runs = _trial_runs(protocol, sets, trials, official)
+    result = ProtocolResult(protocol, 0 if protocol.drawn is None else shots, distance, rerank)
+    if protocol.drawn is not None:
+        result.gallery_draw = "seeded" if official is None else "official"
+    if official is not None:
+        result.gallery_perm = (official.source, official.sha256)
+    prepared: dict[int, _PreparedFile] = {}  # per features file: what every trial shares
+    for trial, fs in runs:
+        if id(fs) not in prepared:
+            prepared[id(fs)] = _prepare_file(protocol, fs, official, distance, len(runs))
+        file = prepared[id(fs)]
+        q, g = file.plan.sets(trial, shots)
+        if not len(q) or not len(g):
+            raise ProtocolError(
+                f"{protocol.name}: {fs.source} gives an empty {'query set' if not len(q) else 'gallery'}"
+            )
+        if trial == runs[0][0] or protocol.trial_per_file:
+            check_sizes(protocol, fs.pids, q, g, shots, fs.source)
+        metrics = _trial_metrics(protocol, file, q, g, distance, rerank, trial)
+        result.trials.append(TrialResult(trial, metrics, len(q), len(g), fs.source, fs.sha256))
+    _warn_without_positive(result)
+    return result
+
+
+def _check_request(protocol: Protocol, sets: list, shots: int, official: GalleryPermutations | None) -> None:
+    """Raise ``ProtocolError`` for options the protocol does not take."""
     if not sets:
         raise ProtocolError("no features given")
     if shots != 1 and not protocol.multi_shot:
@@ -458,76 +486,88 @@ def evaluate_protocol(
     if official is not None and protocol.dataset != "sysu":
         raise ProtocolError(f"the official gallery draw (rand_perm_cam.mat) is SYSU-MM01's; {protocol.name} "
                             "has none, use the seeded draw")  # fmt: skip
+
+
+def _trial_runs(protocol: Protocol, sets: list, trials: int | None, official: GalleryPermutations | None) -> list:
+    """(trial, features) for every trial: RegDB one file per trial (1..n); the drawn protocols one
+    file, seeds 0..n-1 or with ``official`` the file's runs 1..n."""
     if protocol.trial_per_file:
         if trials is not None and trials != len(sets):
             raise ProtocolError(
-                f"{protocol.name}: every trial has its own model, so each --features file is one "
-                f"trial; got {len(sets)} file(s) but --trials {trials}"
+                f"{protocol.name}: every trial has its own model, so each features file is one "
+                f"trial; got {len(sets)} file(s) but trials = {trials}"
             )
-        runs = [(i + 1, fs) for i, fs in enumerate(sets)]
-    else:
-        if len(sets) != 1:
-            raise ProtocolError(
-                f"{protocol.name} takes one features file holding every test image (the "
-                f"{'gallery' if protocol.gallery.drawn else 'probe set'} is drawn from it per trial); "
-                f"got {len(sets)}"
-            )
-        n = DEFAULT_TRIALS if trials is None else trials
-        if n < 1:
-            raise ProtocolError(f"--trials must be 1 or more, got {n}")
-        first = 0 if official is None else 1  # seeds 0..n-1, or the file's runs 1..n
-        runs = [(t + first, sets[0]) for t in range(n)]
+        return [(i + 1, fs) for i, fs in enumerate(sets)]
+    if len(sets) != 1:
+        raise ProtocolError(
+            f"{protocol.name} takes one features file holding every test image (the "
+            f"{'gallery' if protocol.gallery.drawn else 'probe set'} is drawn from it per trial); "
+            f"got {len(sets)}"
+        )
+    n = GALLERY_DRAWS if trials is None else trials
+    if n < 1:
+        raise ProtocolError(f"trials must be 1 or more, got {n}")
+    first = 0 if official is None else 1  # seeds 0..n-1, or the file's runs 1..n
+    return [(t + first, sets[0]) for t in range(n)]
 
-    result = ProtocolResult(protocol, 0 if protocol.drawn is None else shots, distance, rerank)
-    if protocol.drawn is not None:
-        result.gallery_draw = "seeded" if official is None else "official"
-    if official is not None:
-        result.gallery_perm = (official.source, official.sha256)
-    kwargs = dict(rule=protocol.rule, dedup_cmc=protocol.dedup_cmc)
-    cache: dict[int, tuple] = {}  # per features file: what every trial shares
-    for trial, fs in runs:
-        if id(fs) not in cache:
-            modality = image_modalities(protocol.dataset, fs.cams, fs.paths, fs.modalities)
-            check_cameras(protocol, fs.cams, modality, fs.source)
-            check_feature_values(fs.feats, fs.source)
-            plan = TrialPlan.build(protocol, fs.pids, fs.cams, fs.paths, modality, official)
-            if plan.official is not None and plan.official.runs < len(runs):
-                raise ProtocolError(
-                    f"{official.source} holds {plan.official.runs} run(s), fewer than the "
-                    f"{len(runs)} trials asked; pass --trials {plan.official.runs} or fewer"
-                )
-            feats = M.prepare(fs.feats, distance)  # normalised once for every trial
-            # the sides that are not drawn are the same every trial: gather their features once
-            fixed = [None if side is None else feats[side] for side in (plan.query, plan.gallery)]
-            cache[id(fs)] = (plan, feats, fixed)
-        plan, feats, (q_fixed, g_fixed) = cache[id(fs)]
-        q, g = plan.sets(trial, shots)
-        if not len(q) or not len(g):
-            raise ProtocolError(
-                f"{protocol.name}: {fs.source} gives an empty {'query set' if not len(q) else 'gallery'}"
+
+@dataclass(frozen=True)
+class _PreparedFile:
+    """What every trial of one features file shares: the plan, the prepared features and those of
+    the side that is not drawn (None for the drawn side)."""
+
+    fs: object  # the FeatureSet
+    plan: TrialPlan
+    feats: np.ndarray
+    query_feats: np.ndarray | None
+    gallery_feats: np.ndarray | None
+
+
+def _prepare_file(
+    protocol: Protocol, fs, official: GalleryPermutations | None, distance: str, n_runs: int
+) -> _PreparedFile:
+    modality = image_modalities(protocol.dataset, fs.cams, fs.paths, fs.modalities)
+    check_cameras(protocol, fs.cams, modality, fs.source)
+    check_feature_values(fs.feats, fs.source)
+    plan = TrialPlan.build(protocol, fs.pids, fs.cams, fs.paths, modality, official)
+    if plan.official is not None and plan.official.runs < n_runs:
+        raise ProtocolError(
+            f"{official.source} holds {plan.official.runs} run(s), fewer than the "
+            f"{n_runs} trials asked; ask for {plan.official.runs} trials or fewer"
+        )
+    feats = M.prepare(fs.feats, distance)  # normalised once for every trial
+    # the sides that are not drawn are the same every trial: gather their features once
+    q_fixed, g_fixed = (None if side is None else feats[side] for side in (plan.query, plan.gallery))
+    return _PreparedFile(fs, plan, feats, q_fixed, g_fixed)
+
+
+def _trial_metrics(
+    protocol: Protocol,
+    file: _PreparedFile,
+    q: np.ndarray,
+    g: np.ndarray,
+    distance: str,
+    rerank: RerankConfig | None,
+    trial: int,
+) -> M.Metrics:
+    """The metrics of one trial's query indices ``q`` against its gallery indices ``g``."""
+    fs, kwargs = file.fs, dict(rule=protocol.rule, dedup_cmc=protocol.dedup_cmc)
+    qf = file.feats[q] if file.query_feats is None else file.query_feats
+    gf = file.feats[g] if file.gallery_feats is None else file.gallery_feats
+    try:
+        if rerank is None:
+            return M.evaluate_prepared(
+                qf, gf, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g], distance=distance, **kwargs
             )
-        if trial == runs[0][0] or protocol.trial_per_file:
-            check_sizes(protocol, fs.pids, q, g, shots, fs.source)
-        qf = feats[q] if q_fixed is None else q_fixed
-        gf = feats[g] if g_fixed is None else g_fixed
-        try:
-            if rerank is None:
-                metrics = M.evaluate_prepared(
-                    qf, gf, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g], distance=distance, **kwargs
-                )
-            else:
-                dist = k_reciprocal_rerank(
-                    qf, gf, k1=rerank.k1, k2=rerank.k2, lambda_value=rerank.lambda_value, distance=distance
-                )
-                metrics = M.evaluate(None, None, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g], dist=dist, **kwargs)
-        except M.NoValidQueryError:
-            raise ProtocolError(
-                f"{protocol.name} trial {trial}: no query identity has a gallery image in "
-                f"{fs.source}; are these the test images of this dataset?"
-            ) from None
-        result.trials.append(TrialResult(trial, metrics, len(q), len(g), fs.source, fs.sha256))
-    _warn_without_positive(result)
-    return result
+        dist = k_reciprocal_rerank(
+            qf, gf, k1=rerank.k1, k2=rerank.k2, lambda_value=rerank.lambda_value, distance=distance
+        )
+        return M.evaluate(None, None, fs.pids[q], fs.pids[g], fs.cams[q], fs.cams[g], dist=dist, **kwargs)
+    except M.NoValidQueryError:
+        raise ProtocolError(
+            f"{protocol.name} trial {trial}: no query identity has a gallery image in "
+            f"{fs.source}; are these the test images of this dataset?"
+        ) from None
 
 
 def _warn_without_positive(result: ProtocolResult) -> None:

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kglfr.data.conventions import SYSU_CAMERAS
 from kglfr.errors import KglfrError
 
 PERM_FILE = Path("exp") / "rand_perm_cam.mat"
 VARIABLE = "rand_perm_cam"
-NUM_CAMERAS = 6
+NUM_CAMERAS = len(SYSU_CAMERAS)
 WHERE = ("it ships with SYSU-MM01 as <SYSU root>/exp/rand_perm_cam.mat "
          "(also github.com/wuancong/SYSU-MM01, evaluation/data_split/rand_perm_cam.mat)")  # fmt: skip
 

@@ -266,21 +266,62 @@ def test_near_infrared_shows_garment_lightness_far_infrared_only_heat():
 
 
 # -------------------------------------------------------------------------------------- bad input
-def test_bad_options_raise_clear_errors(tmp_path):
-    with pytest.raises(KglfrError, match="--ids must be at least 4"):
+def test_bad_options_raise_errors_naming_the_parameter(tmp_path):
+    with pytest.raises(KglfrError, match="^ids must be at least 4"):
         synthesize(tmp_path / "a", ids=3)
     with pytest.raises(KglfrError, match="unknown layout 'llcm'"):
         synthesize(tmp_path / "a", layout="llcm")
-    with pytest.raises(KglfrError, match="--images-per-camera must be at least 1"):
+    with pytest.raises(KglfrError, match="^images_per_camera must be at least 1"):
         synthesize(tmp_path / "a", images_per_camera=0)
+    with pytest.raises(KglfrError, match="^height and width must be at least 32 and 16, got 20x10"):
+        synthesize(tmp_path / "a", height=20, width=10)
     assert not (tmp_path / "a").exists()
+
+
+def test_a_folder_of_other_files_is_refused_without_advising_force(tmp_path):
+    # Issue 15: the error advised --force, which then refused the folder too.
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
-    with pytest.raises(KglfrError, match="exists and is not empty.*--force"):
-        synthesize(tmp_path / "full", ids=4, images_per_camera=1, height=48, width=24)
-    with pytest.raises(KglfrError, match="was not written by 'kglfr synth'"):
-        synthesize(tmp_path / "full", ids=4, images_per_camera=1, height=48, width=24, force=True)
-    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    for force in (False, True):
+        with pytest.raises(KglfrError, match="was not written by 'kglfr synth'; choose an empty or new folder") as e:
+            synthesize(tmp_path / "full", ids=4, images_per_camera=1, height=48, width=24, force=force)
+        assert "force" not in str(e.value)
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]
+
+
+def test_an_earlier_output_is_replaced_only_with_force_as_advised(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["synth", "--out", str(out), "--ids", "4", "--images-per-camera", "1", "--height", "48", "--width", "24"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--seed", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"kglfr synth: error: --out {out} holds an earlier synthetic dataset; pass --force to replace it, "
+        "or choose a new folder"
+    )
+    assert main([*args, "--seed", "1", "--force"]) == 0  # the advice works
+    assert "(sysu layout, seed 1)" in capsys.readouterr().out
+    assert "--seed 1" in (out / "README.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ids", "3"], "--ids must be at least 4"),
+        (["--ids", "10", "--test-ids", "9"], r"--test-ids must be in [2, ids - 2] = [2, 8], got 9"),
+        (["--images-per-camera", "0"], "--images-per-camera must be at least 1"),
+        (["--height", "20"], "--height and --width must be at least 32 and 16"),
+        (["--camera-dropout", "1"], "--camera-dropout must be in [0, 1)"),
+        (["--size-jitter", "0.5"], "--size-jitter must be in [0, 0.5)"),
+        (["--occlusion", "2"], "--occlusion must be a probability"),
+        (["--seed", "-1"], "--seed must be a non-negative integer"),
+    ],
+)
+def test_cli_words_parameter_errors_as_flags(tmp_path, capsys, flags, message):
+    assert main(["synth", "--out", str(tmp_path / "x"), *flags]) == 2
+    assert capsys.readouterr().err.startswith(f"kglfr synth: error: {message}")
+    assert not (tmp_path / "x").exists()
 
 
 def test_test_ids_sets_how_many_identities_are_held_out(tmp_path):
@@ -297,7 +338,7 @@ def test_test_ids_sets_how_many_identities_are_held_out(tmp_path):
         assert len({r.pid for r in trial.split(TEST)}) == 3 and len({r.pid for r in trial.split(TRAIN)}) == 7
     assert len(summary.test_ids) == 3
     for bad in (1, 9):
-        with pytest.raises(KglfrError, match=r"--test-ids must be in \[2, ids - 2\] = \[2, 8\], got " + str(bad)):
+        with pytest.raises(KglfrError, match=r"^test_ids must be in \[2, ids - 2\] = \[2, 8\], got " + str(bad)):
             synthesize(tmp_path / "bad", ids=10, test_ids=bad, **opts)
 
 

@@ -162,7 +162,7 @@ def _damage(kind, arrays, mat):
     ("identity-missing", ["identity 3 camera 4", "no permutation"]),
     ("out-of-range", ["identity 5 camera 2", "out of range"]),
     ("fewer-images", ["identity 2 camera 1"]),
-    ("few-runs", ["3 run(s), fewer than the 10 trials", "--trials 3"]),
+    ("few-runs", ["3 run(s), fewer than the 10 trials", "ask for 3 trials or fewer"]),
 ])  # fmt: skip
 def test_cli_errors_are_one_line(official, tmp_path, capsys, kind, words):
     arrays, mat, _ = official

@@ -307,7 +307,7 @@ def test_protocol_errors():
         evaluate_protocol(regdb_like(), "regdb-v2i", shots=10)
     with pytest.raises(ProtocolError, match="one features file"):
         evaluate_protocol([sysu, sysu], "sysu-all")
-    with pytest.raises(ProtocolError, match="--trials 5"):
+    with pytest.raises(ProtocolError, match="trials = 5"):
         evaluate_protocol([regdb_like(), regdb_like(seed=1)], "regdb-i2v", trials=5)
     with pytest.raises(ProtocolError, match="unknown protocol"):
         evaluate_protocol(sysu, "market")

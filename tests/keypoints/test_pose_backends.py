@@ -51,7 +51,16 @@ def _info(n: int) -> BatchInfo:
 
 
 def test_backends_registered():
-    assert {"hrnet", "blazepose"} <= set(backend_names())
+    # every module of kglfr.keypoints.backends but base registers one backend, found without a list
+    # (tests/data/test_registries.py drops a new module into a copy of the package)
+    import pkgutil
+
+    import kglfr.keypoints.backends as package
+
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - {"base"}
+    assert backend_names() == sorted(modules) == ["blazepose", "hrnet", "oracle"]
+    with pytest.raises(KglfrError, match="unknown pose backend 'nope'; choose one of blazepose, hrnet, oracle"):
+        build_backend("nope")
 
 
 def test_hrnet_w32_matches_official_figures(w32):

@@ -1,7 +1,10 @@
-"""Dataset registry: ``load_dataset(name, root)``; adding a dataset is one file with ``@register``."""
+"""Dataset registry: ``load_dataset(name, root)``; adding a dataset is one file in this package with
+``@register`` (every module of the package is imported, so the file needs no listing anywhere)."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +40,8 @@ def load_dataset(name: str, root: str | Path, **options) -> VIDataset:
     return dataset
 
 
-# Import the readers so that they register themselves.
-from kglfr.data.datasets import custom, llcm, regdb, sysu  # noqa: E402,F401
+# Import every module of the package, so that its readers register themselves.
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["VIDataset", "dataset_names", "load_dataset", "register"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from kglfr.data.conventions import REGDB_TRIALS
 from kglfr.data.datasets import register
 from kglfr.data.datasets.base import VIDataset, read_list_file, require_files, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
@@ -42,7 +43,7 @@ def load_regdb(root: Path, trial: int = 1) -> VIDataset:
         ["Visible", "Thermal", "idx"] + [str(p.relative_to(root)) for p in _trial_files(Path(root), trial).values()],
     )
     trials = []
-    for t in range(1, 11):
+    for t in range(1, REGDB_TRIALS + 1):
         files = _trial_files(root, t).values()
         missing = [p for p in files if not p.exists()]
         if len(missing) == len(files):
@@ -55,8 +56,10 @@ def load_regdb(root: Path, trial: int = 1) -> VIDataset:
         trials.append(t)
     if trial not in trials:
         raise DatasetError(f"RegDB trial {trial} has no complete split files in {root / 'idx'}; found {trials}")
-    if len(trials) < 10:
-        log.warning("RegDB at %s: only trials %s have split files (the official release has 1..10)", root, trials)
+    if len(trials) < REGDB_TRIALS:
+        log.warning(
+            "RegDB at %s: only trials %s have split files (the official release has 1..%d)", root, trials, REGDB_TRIALS
+        )
     per_trial: dict[int, dict[str, tuple[int, Modality, str]]] = {}
     for t in trials:
         entries: dict[str, tuple[int, Modality, str]] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from kglfr.data.conventions import SYSU_CAMERAS, SYSU_INFRARED
 from kglfr.data.datasets import register
 from kglfr.data.datasets.base import VIDataset, list_images, read_id_list, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
@@ -16,14 +17,12 @@ from kglfr.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-VISIBLE_CAMERAS = (1, 2, 4, 5)
-INFRARED_CAMERAS = (3, 6)
 SPLIT_FILES = ("exp/train_id.txt", "exp/val_id.txt", "exp/test_id.txt")
 
 
 @register("sysu")
 def load_sysu(root: Path) -> VIDataset:
-    required = [f"cam{c}" for c in range(1, 7)] + list(SPLIT_FILES)
+    required = [f"cam{c}" for c in SYSU_CAMERAS] + list(SPLIT_FILES)
     root = require_layout(root, "SYSU-MM01", required)
     lists = {name: set(read_id_list(root / name)) for name in SPLIT_FILES}
     test_ids = lists[SPLIT_FILES[2]]
@@ -36,7 +35,7 @@ def load_sysu(root: Path) -> VIDataset:
             )
     train_ids = lists[SPLIT_FILES[0]] | lists[SPLIT_FILES[1]]
     on_disk = {
-        int(d.name) for cam in range(1, 7) for d in (root / f"cam{cam}").iterdir() if d.is_dir() and d.name.isdigit()
+        int(d.name) for cam in SYSU_CAMERAS for d in (root / f"cam{cam}").iterdir() if d.is_dir() and d.name.isdigit()
     }
     unlisted = sorted(on_disk - train_ids - test_ids)
     if unlisted:
@@ -45,8 +44,8 @@ def load_sysu(root: Path) -> VIDataset:
             root, len(unlisted), ", ".join(SPLIT_FILES), _some(unlisted),
         )  # fmt: skip
     records = []
-    for cam in range(1, 7):
-        modality = Modality.INFRARED if cam in INFRARED_CAMERAS else Modality.VISIBLE
+    for cam in SYSU_CAMERAS:
+        modality = Modality.INFRARED if cam in SYSU_INFRARED else Modality.VISIBLE
         for pid in sorted(train_ids | test_ids):
             folder = root / f"cam{cam}" / f"{pid:04d}"
             if not folder.is_dir():

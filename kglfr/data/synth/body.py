@@ -166,27 +166,35 @@ def _garment(rng: np.random.Generator, pattern_p: tuple[float, float, float], th
     )
 
 
+def _skin_tone(rng: np.random.Generator) -> RGB:
+    """A skin colour between two neighbouring tones of ``_SKIN``."""
+    t = rng.random() * (len(_SKIN) - 1)
+    i = min(int(t), len(_SKIN) - 2)
+    return tuple(float(a + (b - a) * (t - i)) for a, b in zip(_SKIN[i], _SKIN[i + 1], strict=True))
+
+
+def _pick(rng: np.random.Generator, values: tuple, p=None) -> str:
+    return str(values[rng.choice(len(values), p=p)])
+
+
+_HAIR_COLORS, _HAIR_P = zip(*_HAIR, strict=True)
+_HAIR_P = np.asarray(_HAIR_P) / np.sum(_HAIR_P)
+# How far each kind of top reaches below the hip joints (a uniform range, fraction of stature).
+_TOP_LENGTH = {"cropped": (-0.02, -0.005), "regular": (0.01, 0.05), "long": (0.08, 0.12), "coat": (0.2, 0.26)}
+
+
 def sample_identity(seed: int, pid: int) -> Identity:
     """The identity ``pid`` of the dataset generated with ``seed`` (independent of every other pid)."""
     rng = rng_for(seed, STREAM_IDENTITY, pid)
     female = rng.random() < 0.45
     shoulder = rng.normal(0.215 if female else 0.245, 0.014)
     hip = rng.normal(0.125 if female else 0.115, 0.01)
-    hair_colors, hair_p = zip(*_HAIR, strict=True)
-    hair_p = np.asarray(hair_p) / np.sum(hair_p)
-    t = rng.random() * (len(_SKIN) - 1)
-    i = min(int(t), len(_SKIN) - 2)
-    skin = tuple(float(a + (b - a) * (t - i)) for a, b in zip(_SKIN[i], _SKIN[i + 1], strict=True))
-
-    def pick(values, p=None):
-        return str(values[rng.choice(len(values), p=p)])
-
-    hair_length = pick(
-        HAIR_STYLES, [0.04, 0.12, 0.24, 0.3, 0.18, 0.12] if female else [0.25, 0.5, 0.15, 0.04, 0.04, 0.02]
+    skin = _skin_tone(rng)
+    hair_length = _pick(
+        rng, HAIR_STYLES, [0.04, 0.12, 0.24, 0.3, 0.18, 0.12] if female else [0.25, 0.5, 0.15, 0.04, 0.04, 0.02]
     )
-    legwear = pick(LEGWEAR, [0.3, 0.15, 0.15, 0.22, 0.18] if female else [0.55, 0.15, 0.3, 0.0, 0.0])
-    top = pick(TOPS, [0.2, 0.35, 0.25, 0.2])
-    top_length = {"cropped": (-0.02, -0.005), "regular": (0.01, 0.05), "long": (0.08, 0.12), "coat": (0.2, 0.26)}[top]
+    legwear = _pick(rng, LEGWEAR, [0.3, 0.15, 0.15, 0.22, 0.18] if female else [0.55, 0.15, 0.3, 0.0, 0.0])
+    top = _pick(rng, TOPS, [0.2, 0.35, 0.25, 0.2])
     build = BUILDS[rng.integers(len(BUILDS))] * rng.normal(1.0, 0.04)
     hair_thermal = rng.uniform(35, 75)
     if hair_length == "buzz":  # the scalp shows through: warmer
@@ -204,25 +212,25 @@ def sample_identity(seed: int, pid: int) -> Identity:
         build=float(np.clip(build, 0.72, 1.42)),
         skin=_jitter(rng, skin, 6),
         skin_thermal=float(rng.uniform(215, 240)),
-        hair=_jitter(rng, hair_colors[rng.choice(len(hair_colors), p=hair_p)], 10),
+        hair=_jitter(rng, _HAIR_COLORS[rng.choice(len(_HAIR_COLORS), p=_HAIR_P)], 10),
         hair_length=hair_length,
         hair_volume=float(rng.uniform(1.0, 1.3)),
         hair_thermal=float(hair_thermal),
         upper=_garment(rng, (0.55, 0.3, 0.15), (110, 150)),
-        sleeves=pick(SLEEVES, [0.22, 0.38, 0.4]),
-        neckline=pick(NECKLINES, [0.35, 0.25, 0.2, 0.2]),
+        sleeves=_pick(rng, SLEEVES, [0.22, 0.38, 0.4]),
+        neckline=_pick(rng, NECKLINES, [0.35, 0.25, 0.2, 0.2]),
         top=top,
-        top_length=float(rng.uniform(*top_length)),
+        top_length=float(rng.uniform(*_TOP_LENGTH[top])),
         lower=_garment(rng, (0.8, 0.08, 0.12), (100, 140)),
         legwear=legwear,
         fit=float(rng.uniform(0.002, 0.014)),
         shoes=_jitter(rng, _NEUTRALS[rng.integers(len(_NEUTRALS))], 15),
         shoes_thermal=float(rng.uniform(70, 110)),
-        footwear=pick(FOOTWEAR, [0.55, 0.25, 0.2]),
-        headwear=pick(HEADWEAR, [0.46, 0.2, 0.17, 0.17]),
+        footwear=_pick(rng, FOOTWEAR, [0.55, 0.25, 0.2]),
+        headwear=_pick(rng, HEADWEAR, [0.46, 0.2, 0.17, 0.17]),
         hat_color=_clothing_color(rng),
         hat_thermal=float(rng.uniform(40, 90)),
-        bag=pick(BAGS, [0.3, 0.12, 0.12, 0.2, 0.13, 0.13]),
+        bag=_pick(rng, BAGS, [0.3, 0.12, 0.12, 0.2, 0.13, 0.13]),
         bag_size=float(rng.uniform(0.85, 1.3)),
         bag_color=_clothing_color(rng),
         bag_thermal=float(rng.uniform(60, 110)),

@@ -155,179 +155,307 @@ def _level_outline(levels, centre_top, centre_bottom, y_top, y_bottom, proj: _Pr
     return np.array(left + right[::-1])
 
 
-def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: float) -> Figure:
-    """Pose ``ident`` and project it with its head top at ``top`` and stature ``scale`` pixels."""
+@dataclass
+class _Frame:
+    """A posed body and what every part's drawing needs: the joints (body frame), their image points
+    and depths, the projector and the torso's measures (stature units; ``S`` pixels per stature)."""
+
+    ident: Identity
+    pose: Pose
+    j: dict[str, np.ndarray]
+    proj: _Projector
+    pt: dict[str, np.ndarray]
+    dp: dict[str, float]
+    b: float  # build
+    S: float  # scale
+    facing: float  # 1 facing the camera, -1 showing the back
+    roll_deg: float
+    td: float  # half depth of the chest
+    sh_y: float
+    hip_y: float
+    spine_top: np.ndarray
+    spine_bottom: np.ndarray
+    neck_r: float
+    thigh_r: float
+    waist: float
+    hip_half: float
+    neck_w: float
+
+    def outline(self, levels) -> np.ndarray:
+        """An outline through ``levels`` centred on the projected spine (see :func:`_level_outline`)."""
+        return _level_outline(levels, self.spine_top, self.spine_bottom, self.sh_y, self.hip_y, self.proj)
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The head's image centre and depth, its radii (stature units) and its ellipse's axes (pixels)."""
+
+    c: np.ndarray
+    d: float
+    rx: float
+    ry: float
+    rz: float
+    axes: tuple[float, float]
+
+
+def _frame(ident: Identity, pose: Pose, cx: float, top: float, scale: float) -> _Frame:
     j = skeleton(ident, pose)
     proj = _Projector(pose.yaw, pose.roll, cx, top, scale)
     P = {k: proj(v) for k, v in j.items()}
-    pt = {k: v[0] for k, v in P.items()}
-    dp = {k: v[1] for k, v in P.items()}
     b = ident.build
-    S = scale
-    facing = np.cos(pose.yaw)  # 1 facing the camera, -1 showing the back
-    roll_deg = float(np.rad2deg(pose.roll))
-    groups: list[tuple[float, list[Primitive]]] = []
-    td = 0.055 * b  # half depth of the chest
-
-    # Torso and pelvis: outlines through levels of the body frame, centred on the projected spine.
+    neck_r = 0.026 * np.sqrt(b)
+    thigh_r = 0.037 * b
     sh_y, hip_y = j["left_shoulder"][1], j["left_hip"][1]
     spine_top, _ = proj(np.array([0.0, sh_y, 0.0]))
     spine_bottom, _ = proj(np.array([0.0, hip_y, 0.0]))
-    neck_r = 0.026 * np.sqrt(b)
-    thigh_r = 0.037 * b
-    waist = (0.068 if ident.sex == "female" else 0.078) * b
-    hip_half = ident.hip / 2 + thigh_r * 0.85
-    chest = max(ident.shoulder / 2 - 0.012, waist + 0.01)
+    return _Frame(
+        ident=ident,
+        pose=pose,
+        j=j,
+        proj=proj,
+        pt={k: v[0] for k, v in P.items()},
+        dp={k: v[1] for k, v in P.items()},
+        b=b,
+        S=scale,
+        facing=np.cos(pose.yaw),
+        roll_deg=float(np.rad2deg(pose.roll)),
+        td=0.055 * b,
+        sh_y=sh_y,
+        hip_y=hip_y,
+        spine_top=spine_top,
+        spine_bottom=spine_bottom,
+        neck_r=neck_r,
+        thigh_r=thigh_r,
+        waist=(0.068 if ident.sex == "female" else 0.078) * b,
+        hip_half=ident.hip / 2 + thigh_r * 0.85,
+        neck_w=neck_r * (1.9 if ident.neckline == "scoop" else 1.4),
+    )
 
-    def outline(levels):
-        return _level_outline(levels, spine_top, spine_bottom, sh_y, hip_y, proj)
 
+def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: float) -> Figure:
+    """Pose ``ident`` and project it with its head top at ``top`` and stature ``scale`` pixels."""
+    f = _frame(ident, pose, cx, top, scale)
+    torso = _torso_outline(f)
+    groups = _torso_groups(f, torso)
+    for name, _s in SIDES:
+        groups.append(_leg_group(f, name))
+    groups += _skirt_groups(f)
+    for name, _s in SIDES:
+        groups.append(_arm_group(f, name))
+    groups += _bag_groups(f)
+    head = _head(f)
+    groups += _neck_and_head_groups(f, head)
+    groups += _back_hair_groups(f, head)
+    groups += _head_hair_groups(f, head)
+    hat = _headwear(ident, f.j["head"], f.proj, head.axes, f.roll_deg, head.rx, head.ry, head.rz, f.S)
+    if hat:
+        groups.append((-0.12, hat))
+    keypoints = _keypoints(ident, f.j, f.proj, torso, f.td)
+    ry, S = head.ry, f.S
+    eyes = [("circle", Material.EYES, (keypoints[k, :2], 0.075 * ry * S)) for k in (1, 2) if keypoints[k, 2] > 0]
+    if eyes and ry * S > 6:
+        groups.append((head.d - 0.0006, eyes))
+    groups.sort(key=lambda g: -g[0])
+    return Figure(groups, keypoints, torso)
+
+
+def _torso_outline(f: _Frame) -> np.ndarray:
+    """The top's outline from the neck to its hem, through levels of the body frame."""
+    ident, sh_y, hip_y, td = f.ident, f.sh_y, f.hip_y, f.td
+    chest = max(ident.shoulder / 2 - 0.012, f.waist + 0.01)
     top_end = hip_y + ident.top_length
     sleeveless = ident.sleeves == "none"
-    neck_w = neck_r * (1.9 if ident.neckline == "scoop" else 1.4)
-    torso = outline(
+    return f.outline(
         [
-            (sh_y - 0.022, neck_w, neck_r),
+            (sh_y - 0.022, f.neck_w, f.neck_r),
             (sh_y - 0.006, ident.shoulder / 2 * (0.72 if sleeveless else 1.0), td * 0.8),
             (sh_y + 0.07, chest, td),
-            (hip_y - 0.09, waist, td * 0.9),
-            (hip_y, hip_half, td * 0.85),
-            (top_end, hip_half + 0.01 + max(0.0, ident.top_length) * 0.15, td * 0.9),
+            (hip_y - 0.09, f.waist, td * 0.9),
+            (hip_y, f.hip_half, td * 0.85),
+            (top_end, f.hip_half + 0.01 + max(0.0, ident.top_length) * 0.15, td * 0.9),
         ]
     )
-    pelvis = outline(
+
+
+def _torso_groups(f: _Frame, torso: np.ndarray) -> list[tuple[float, list[Primitive]]]:
+    """The top (with round shoulders unless sleeveless), the skin of a low neckline, and the pelvis."""
+    ident, sh_y, hip_y, td, neck_w = f.ident, f.sh_y, f.hip_y, f.td, f.neck_w
+    groups: list[tuple[float, list[Primitive]]] = []
+    pelvis = f.outline(
         [
-            (hip_y - 0.1, waist - 0.003, td * 0.85),
-            (hip_y, hip_half, td * 0.85),
-            (hip_y + 0.045, hip_half * 0.9, td * 0.75),
+            (hip_y - 0.1, f.waist - 0.003, td * 0.85),
+            (hip_y, f.hip_half, td * 0.85),
+            (hip_y + 0.045, f.hip_half * 0.9, td * 0.75),
             (hip_y + 0.07, 0.012, td * 0.6),
         ]
     )
-    shoulder_prims = [("circle", Material.UPPER, (pt[f"{n}_shoulder"], 0.026 * b * S)) for n, _ in SIDES]
+    sleeveless = ident.sleeves == "none"
+    shoulder_prims = [("circle", Material.UPPER, (f.pt[f"{n}_shoulder"], 0.026 * f.b * f.S)) for n, _ in SIDES]
     groups.append((0.0, [("poly", Material.UPPER, torso), *([] if sleeveless else shoulder_prims)]))
-    if facing > 0.3 and ident.neckline in ("v", "scoop"):
+    if f.facing > 0.3 and ident.neckline in ("v", "scoop"):
         # The neckline shows skin on the chest, from the front.
         if ident.neckline == "v":
             levels = [(sh_y - 0.024, 0.03, td), (sh_y + 0.02, 0.012, td), (sh_y + 0.075, 0.001, td)]
         else:
             levels = [(sh_y - 0.024, neck_w * 0.9, td), (sh_y + 0.01, neck_w * 0.8, td), (sh_y + 0.045, 0.012, td)]
-        groups.append((-0.0002, [("poly", Material.SKIN, outline(levels))]))
+        groups.append((-0.0002, [("poly", Material.SKIN, f.outline(levels))]))
     groups.append((0.004, [("poly", Material.LOWER, pelvis)]))
+    return groups
 
-    # Legs: skin, then the garment over it, then the shoe.
-    for name, _s in SIDES:
-        hip, knee, ankle = pt[f"{name}_hip"], pt[f"{name}_knee"], pt[f"{name}_ankle"]
-        r_hip, r_knee, r_ankle = thigh_r * S, 0.026 * b * S, 0.017 * b * S
-        prims: list[Primitive] = [
-            ("capsule", Material.SKIN, (hip, knee, r_hip, r_knee)),
-            ("capsule", Material.SKIN, (knee, ankle, r_knee, r_ankle)),
+
+def _leg_group(f: _Frame, name: str) -> tuple[float, list[Primitive]]:
+    """One leg: skin, then the garment over it, then the shoe."""
+    ident, pt, b, S = f.ident, f.pt, f.b, f.S
+    hip, knee, ankle = pt[f"{name}_hip"], pt[f"{name}_knee"], pt[f"{name}_ankle"]
+    r_hip, r_knee, r_ankle = f.thigh_r * S, 0.026 * b * S, 0.017 * b * S
+    prims: list[Primitive] = [
+        ("capsule", Material.SKIN, (hip, knee, r_hip, r_knee)),
+        ("capsule", Material.SKIN, (knee, ankle, r_knee, r_ankle)),
+    ]
+    if ident.legwear in ("trousers", "capri"):
+        pad = ident.fit * S
+        end = ankle if ident.legwear == "trousers" else knee + 0.5 * (ankle - knee)
+        r_end = r_ankle + 1.5 * pad if ident.legwear == "trousers" else 0.5 * (r_knee + r_ankle) + pad
+        prims += [
+            ("capsule", Material.LOWER, (hip, knee, r_hip + pad, r_knee + pad)),
+            ("capsule", Material.LOWER, (knee, end, r_knee + pad, r_end)),
         ]
-        if ident.legwear in ("trousers", "capri"):
-            pad = ident.fit * S
-            end = ankle if ident.legwear == "trousers" else knee + 0.5 * (ankle - knee)
-            r_end = r_ankle + 1.5 * pad if ident.legwear == "trousers" else 0.5 * (r_knee + r_ankle) + pad
-            prims += [
-                ("capsule", Material.LOWER, (hip, knee, r_hip + pad, r_knee + pad)),
-                ("capsule", Material.LOWER, (knee, end, r_knee + pad, r_end)),
-            ]
-        elif ident.legwear == "shorts":
-            end = hip + 0.6 * (knee - hip)
-            prims.append(
-                ("capsule", Material.LOWER, (hip, end, r_hip + 0.005 * S, 0.6 * r_hip + 0.4 * r_knee + 0.007 * S))
-            )
-        heel, toe = pt[f"{name}_heel"], pt[f"{name}_toe"]
-        if ident.footwear == "sandals":  # bare feet on a thin sole
-            prims.append(("capsule", Material.SKIN, (ankle, toe, r_ankle, 0.013 * S)))
-            prims.append(("capsule", Material.SHOES, (heel, toe, 0.009 * S, 0.008 * S)))
-        else:
-            prims.append(("capsule", Material.SHOES, (heel, toe, 0.019 * S, 0.017 * S)))
-        if ident.footwear == "boots":
-            top_b = ankle + 0.45 * (knee - ankle)
-            prims.append(("capsule", Material.SHOES, (top_b, ankle, r_knee * 0.85 + 0.006 * S, r_ankle + 0.008 * S)))
-        # Legs stay behind the pelvis-top stack (a top hangs over the trousers), in their own order.
-        depth = 0.002 + 0.001 * float(np.tanh(dp[f"{name}_knee"] / 0.05))
-        groups.append((depth, prims))
-    if ident.legwear in ("skirt", "long_skirt"):
-        long = ident.legwear == "long_skirt"
-        knee_y = 0.5 * (j["left_knee"][1] + j["right_knee"][1])
-        end_y = 0.5 * (j["left_ankle"][1] + j["right_ankle"][1]) - 0.03 if long else knee_y - 0.02
-        spread = 0.5 * abs(j["left_knee"][2] - j["right_knee"][2]) * (2.0 if long else 1.0)
-        skirt = outline(
-            [
-                (hip_y - 0.1, waist, td * 0.9),
-                (hip_y, hip_half + 0.006, td + 0.01),
-                (end_y, hip_half + (0.07 if long else 0.035), td + 0.03 + spread),
-            ]
-        )
-        groups.append((0.0008, [("poly", Material.LOWER, skirt)]))
+    elif ident.legwear == "shorts":
+        end = hip + 0.6 * (knee - hip)
+        prims.append(("capsule", Material.LOWER, (hip, end, r_hip + 0.005 * S, 0.6 * r_hip + 0.4 * r_knee + 0.007 * S)))
+    heel, toe = pt[f"{name}_heel"], pt[f"{name}_toe"]
+    if ident.footwear == "sandals":  # bare feet on a thin sole
+        prims.append(("capsule", Material.SKIN, (ankle, toe, r_ankle, 0.013 * S)))
+        prims.append(("capsule", Material.SHOES, (heel, toe, 0.009 * S, 0.008 * S)))
+    else:
+        prims.append(("capsule", Material.SHOES, (heel, toe, 0.019 * S, 0.017 * S)))
+    if ident.footwear == "boots":
+        top_b = ankle + 0.45 * (knee - ankle)
+        prims.append(("capsule", Material.SHOES, (top_b, ankle, r_knee * 0.85 + 0.006 * S, r_ankle + 0.008 * S)))
+    # Legs stay behind the pelvis-top stack (a top hangs over the trousers), in their own order.
+    depth = 0.002 + 0.001 * float(np.tanh(f.dp[f"{name}_knee"] / 0.05))
+    return depth, prims
 
-    # Arms: skin, then the sleeve.
-    for name, _s in SIDES:
-        sh, el, wr, ha = (pt[f"{name}_{k}"] for k in ("shoulder", "elbow", "wrist", "hand"))
-        r_sh, r_el, r_wr = 0.024 * b * S, 0.02 * b * S, 0.015 * b * S
-        prims = [
-            ("capsule", Material.SKIN, (sh, el, r_sh, r_el)),
-            ("capsule", Material.SKIN, (el, wr, r_el, r_wr)),
-            ("capsule", Material.SKIN, (wr, ha, r_wr * 1.1, r_wr * 1.15)),
+
+def _skirt_groups(f: _Frame) -> list[tuple[float, list[Primitive]]]:
+    """A skirt (to above the knees) or a long skirt (to above the ankles) over the legs, if worn."""
+    ident, j = f.ident, f.j
+    if ident.legwear not in ("skirt", "long_skirt"):
+        return []
+    long = ident.legwear == "long_skirt"
+    knee_y = 0.5 * (j["left_knee"][1] + j["right_knee"][1])
+    end_y = 0.5 * (j["left_ankle"][1] + j["right_ankle"][1]) - 0.03 if long else knee_y - 0.02
+    spread = 0.5 * abs(j["left_knee"][2] - j["right_knee"][2]) * (2.0 if long else 1.0)
+    skirt = f.outline(
+        [
+            (f.hip_y - 0.1, f.waist, f.td * 0.9),
+            (f.hip_y, f.hip_half + 0.006, f.td + 0.01),
+            (end_y, f.hip_half + (0.07 if long else 0.035), f.td + 0.03 + spread),
         ]
-        pad = (0.6 * ident.fit + 0.002) * S
-        if ident.sleeves == "long":
-            prims += [
-                ("capsule", Material.UPPER, (sh, el, r_sh + pad, r_el + pad)),
-                ("capsule", Material.UPPER, (el, wr, r_el + pad, r_wr + pad)),
-            ]
-        elif ident.sleeves == "short":
-            prims.append(("capsule", Material.UPPER, (sh, sh + 0.5 * (el - sh), r_sh + pad, r_sh + 1.5 * pad)))
-        if ident.bag == f"hand_{name}":  # a hand bag hanging from this hand
-            down = np.array([-np.sin(pose.roll), np.cos(pose.roll)])
-            k = ident.bag_size
-            c = ha + down * 0.06 * k * S
-            box = _box(c, proj.width(0.04 * k, 0.02 * k), 0.04 * k * S, pose.roll)
-            prims.append(("capsule", Material.BAG, (ha, c - down * 0.03 * k * S, 0.005 * S, 0.005 * S)))
-            prims.append(("poly", Material.BAG, box))
-        groups.append((0.5 * (dp[f"{name}_elbow"] + dp[f"{name}_shoulder"]), prims))
+    )
+    return [(0.0008, [("poly", Material.LOWER, skirt)])]
 
-    # Bag: a shoulder bag on one side with a strap across the body, or a backpack.
+
+def _arm_group(f: _Frame, name: str) -> tuple[float, list[Primitive]]:
+    """One arm: skin, then the sleeve, and a hand bag if this hand carries one."""
+    ident, b, S = f.ident, f.b, f.S
+    sh, el, wr, ha = (f.pt[f"{name}_{k}"] for k in ("shoulder", "elbow", "wrist", "hand"))
+    r_sh, r_el, r_wr = 0.024 * b * S, 0.02 * b * S, 0.015 * b * S
+    prims = [
+        ("capsule", Material.SKIN, (sh, el, r_sh, r_el)),
+        ("capsule", Material.SKIN, (el, wr, r_el, r_wr)),
+        ("capsule", Material.SKIN, (wr, ha, r_wr * 1.1, r_wr * 1.15)),
+    ]
+    pad = (0.6 * ident.fit + 0.002) * S
+    if ident.sleeves == "long":
+        prims += [
+            ("capsule", Material.UPPER, (sh, el, r_sh + pad, r_el + pad)),
+            ("capsule", Material.UPPER, (el, wr, r_el + pad, r_wr + pad)),
+        ]
+    elif ident.sleeves == "short":
+        prims.append(("capsule", Material.UPPER, (sh, sh + 0.5 * (el - sh), r_sh + pad, r_sh + 1.5 * pad)))
+    if ident.bag == f"hand_{name}":  # a hand bag hanging from this hand
+        roll = f.pose.roll
+        down = np.array([-np.sin(roll), np.cos(roll)])
+        k = ident.bag_size
+        c = ha + down * 0.06 * k * S
+        box = _box(c, f.proj.width(0.04 * k, 0.02 * k), 0.04 * k * S, roll)
+        prims.append(("capsule", Material.BAG, (ha, c - down * 0.03 * k * S, 0.005 * S, 0.005 * S)))
+        prims.append(("poly", Material.BAG, box))
+    return 0.5 * (f.dp[f"{name}_elbow"] + f.dp[f"{name}_shoulder"]), prims
+
+
+def _bag_groups(f: _Frame) -> list[tuple[float, list[Primitive]]]:
+    """A shoulder bag on one side with a strap across the body, or a backpack (hand bags: the arms)."""
+    if f.ident.bag in ("left", "right"):
+        return _shoulder_bag_groups(f)
+    if f.ident.bag == "backpack":
+        return _backpack_groups(f)
+    return []
+
+
+def _shoulder_bag_groups(f: _Frame) -> list[tuple[float, list[Primitive]]]:
+    ident, proj, S, roll = f.ident, f.proj, f.S, f.pose.roll
     sw = ident.shoulder
-    if ident.bag in ("left", "right"):
-        s = 1.0 if ident.bag == "left" else -1.0
-        centre3 = np.array([s * (sw / 2 + 0.02 + 0.02 * b), hip_y - 0.005, -0.01])
-        c, depth = proj(centre3)
-        hw, hh = proj.width(0.025, 0.07 * ident.bag_size), 0.055 * ident.bag_size * S
-        groups.append((depth, [("poly", Material.BAG, _box(c, hw, hh, pose.roll))]))
-        top3 = centre3 + np.array([-s * 0.01, -0.05, 0.0])
-        for zs in (1.0, -1.0):
-            a3 = np.array([-s * sw * 0.3, sh_y - 0.01, zs * (td + 0.004)])
-            b3 = top3 + np.array([0.0, 0.0, zs * 0.02])
-            (a, da), (bb, db) = proj(a3), proj(b3)
-            groups.append((0.5 * (da + db) - 0.001 * zs, [("capsule", Material.BAG, (a, bb, 0.007 * S, 0.007 * S))]))
-    elif ident.bag == "backpack":
-        centre3 = np.array([0.0, sh_y + 0.12, -(td + 0.045)])
-        c, depth = proj(centre3)
-        if abs(facing) < 0.45:
-            depth = min(depth, -0.001)
-        hw = proj.width(0.085 * np.sqrt(b) * ident.bag_size, 0.045 * ident.bag_size)
-        groups.append((depth, [("poly", Material.BAG, _box(c, hw, 0.115 * ident.bag_size * S, pose.roll))]))
-        for _name, s in SIDES:
-            a3 = np.array([s * sw * 0.3, sh_y - 0.008, td + 0.004])
-            b3 = np.array([s * sw * 0.34, sh_y + 0.19, td + 0.004])
-            (a, da), (bb, db) = proj(a3), proj(b3)
-            groups.append((0.5 * (da + db) - 0.001, [("capsule", Material.BAG, (a, bb, 0.009 * S, 0.009 * S))]))
+    s = 1.0 if ident.bag == "left" else -1.0
+    centre3 = np.array([s * (sw / 2 + 0.02 + 0.02 * f.b), f.hip_y - 0.005, -0.01])
+    c, depth = proj(centre3)
+    hw, hh = proj.width(0.025, 0.07 * ident.bag_size), 0.055 * ident.bag_size * S
+    groups: list[tuple[float, list[Primitive]]] = [(depth, [("poly", Material.BAG, _box(c, hw, hh, roll))])]
+    top3 = centre3 + np.array([-s * 0.01, -0.05, 0.0])
+    for zs in (1.0, -1.0):
+        a3 = np.array([-s * sw * 0.3, f.sh_y - 0.01, zs * (f.td + 0.004)])
+        b3 = top3 + np.array([0.0, 0.0, zs * 0.02])
+        (a, da), (bb, db) = proj(a3), proj(b3)
+        groups.append((0.5 * (da + db) - 0.001 * zs, [("capsule", Material.BAG, (a, bb, 0.007 * S, 0.007 * S))]))
+    return groups
 
-    # Neck, head and hair.
-    head_c, head_d = pt["head"], dp["head"]
-    ry = ident.head / 2
+
+def _backpack_groups(f: _Frame) -> list[tuple[float, list[Primitive]]]:
+    ident, proj, S, td = f.ident, f.proj, f.S, f.td
+    sw = ident.shoulder
+    centre3 = np.array([0.0, f.sh_y + 0.12, -(td + 0.045)])
+    c, depth = proj(centre3)
+    if abs(f.facing) < 0.45:
+        depth = min(depth, -0.001)
+    hw = proj.width(0.085 * np.sqrt(f.b) * ident.bag_size, 0.045 * ident.bag_size)
+    box = _box(c, hw, 0.115 * ident.bag_size * S, f.pose.roll)
+    groups: list[tuple[float, list[Primitive]]] = [(depth, [("poly", Material.BAG, box)])]
+    for _name, s in SIDES:
+        a3 = np.array([s * sw * 0.3, f.sh_y - 0.008, td + 0.004])
+        b3 = np.array([s * sw * 0.34, f.sh_y + 0.19, td + 0.004])
+        (a, da), (bb, db) = proj(a3), proj(b3)
+        groups.append((0.5 * (da + db) - 0.001, [("capsule", Material.BAG, (a, bb, 0.009 * S, 0.009 * S))]))
+    return groups
+
+
+def _head(f: _Frame) -> _Head:
+    ry = f.ident.head / 2
     rx, rz = ry * 0.78, ry * 0.92
-    head_d = min(head_d, -0.001)  # the head is drawn after the torso, the neck before the head
-    groups.append((head_d + 0.0008, [("capsule", Material.SKIN, (pt["neck"], head_c, neck_r * S, neck_r * S))]))
-    if ident.neckline == "turtleneck":
-        collar_top = pt["neck"] + 0.55 * (head_c - pt["neck"])
-        collar = ("capsule", Material.UPPER, (pt["neck"], collar_top, neck_r * 1.3 * S, neck_r * 1.2 * S))
-        groups.append((head_d + 0.0006, [collar]))
-    axes = (proj.width(rx, rz), ry * S)
-    groups.append((head_d, [("ellipse", Material.SKIN, (head_c, axes, roll_deg, 0, 360))]))
+    head_d = min(f.dp["head"], -0.001)  # the head is drawn after the torso, the neck before the head
+    return _Head(f.pt["head"], head_d, rx, ry, rz, (f.proj.width(rx, rz), ry * f.S))
+
+
+def _neck_and_head_groups(f: _Frame, head: _Head) -> list[tuple[float, list[Primitive]]]:
+    """The neck, a turtleneck's collar and the head's ellipse."""
+    neck, neck_r, S = f.pt["neck"], f.neck_r, f.S
+    groups: list[tuple[float, list[Primitive]]] = [
+        (head.d + 0.0008, [("capsule", Material.SKIN, (neck, head.c, neck_r * S, neck_r * S))])
+    ]
+    if f.ident.neckline == "turtleneck":
+        collar_top = neck + 0.55 * (head.c - neck)
+        collar = ("capsule", Material.UPPER, (neck, collar_top, neck_r * 1.3 * S, neck_r * 1.2 * S))
+        groups.append((head.d + 0.0006, [collar]))
+    groups.append((head.d, [("ellipse", Material.SKIN, (head.c, head.axes, f.roll_deg, 0, 360))]))
+    return groups
+
+
+def _back_hair_groups(f: _Frame, head: _Head) -> list[tuple[float, list[Primitive]]]:
+    """Hair hanging down the back (medium or long), a ponytail or a bun."""
+    ident, proj, j, S, facing = f.ident, f.proj, f.j, f.S, f.facing
+    rx, ry, rz = head.rx, head.ry, head.rz
     vol = ident.hair_volume
-    back_depth = (td + 0.01) * facing if abs(facing) >= 0.45 else -0.03  # hair hanging down the back
+    back_depth = (f.td + 0.01) * facing if abs(facing) >= 0.45 else -0.03  # hair hanging down the back
     style = ident.hair_length
     if style in ("medium", "long"):
         bottom_y = j["head"][1] + (ry + 0.04 if style == "medium" else ry + 0.2)
@@ -335,20 +463,27 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         top3, bot3 = np.array([0.0, j["head"][1], back]), np.array([0.0, bottom_y, back])
         (t2, _), (b2, _) = proj(top3), proj(bot3)
         w_top, w_bot = proj.width(rx * 1.02 * vol, rz * 0.5), proj.width(rx * 1.25 * vol, rz * 0.6)
-        normal = np.array([np.cos(pose.roll), np.sin(pose.roll)])
+        normal = np.array([np.cos(f.pose.roll), np.sin(f.pose.roll)])
         poly = np.array([t2 - normal * w_top, t2 + normal * w_top, b2 + normal * w_bot, b2 - normal * w_bot])
-        groups.append((back_depth, [("poly", Material.HAIR, poly)]))
-    elif style == "ponytail":
+        return [(back_depth, [("poly", Material.HAIR, poly)])]
+    if style == "ponytail":
         (t2, _), (b2, _) = (
             proj(j["head"] + np.array([0.0, -0.3 * ry, -rz])),
             proj(j["head"] + np.array([0.0, ry + 0.09, -rz - 0.025])),
         )
-        groups.append((back_depth, [("capsule", Material.HAIR, (t2, b2, 0.03 * vol * S, 0.016 * vol * S))]))
-    elif style == "bun":
+        return [(back_depth, [("capsule", Material.HAIR, (t2, b2, 0.03 * vol * S, 0.016 * vol * S))])]
+    if style == "bun":
         c2, _ = proj(j["head"] + np.array([0.0, -0.75 * ry, -0.75 * rz]))
-        depth = (td + 0.01) * facing if abs(facing) >= 0.45 else head_d + 0.0002
-        groups.append((depth, [("circle", Material.HAIR, (c2, 0.42 * ry * vol * S))]))
-    front = facing > 0.3
+        depth = (f.td + 0.01) * facing if abs(facing) >= 0.45 else head.d + 0.0002
+        return [(depth, [("circle", Material.HAIR, (c2, 0.42 * ry * vol * S))])]
+    return []
+
+
+def _head_hair_groups(f: _Frame, head: _Head) -> list[tuple[float, list[Primitive]]]:
+    """The hair over the head: behind it seen from the front (with a fringe), over it from the back,
+    a slice over the top and back in profile."""
+    ident, facing, axes, roll_deg = f.ident, f.facing, head.axes, f.roll_deg
+    style, vol = ident.hair_length, ident.hair_volume
     if facing >= 0.3:
         up, back, grow = 0.1, 0.2, 1.06
     elif facing <= -0.3:
@@ -359,33 +494,23 @@ def build_figure(ident: Identity, pose: Pose, cx: float, top: float, scale: floa
         up, grow = up * 0.5, 1.0
     else:
         grow *= 1.0 + 0.6 * (vol - 1.0)
-    hc, _ = proj(j["head"] + np.array([0.0, -up * ry, -back * rz]))
+    hc, _ = f.proj(f.j["head"] + np.array([0.0, -up * head.ry, -back * head.rz]))
     hair = ("ellipse", Material.HAIR, (hc, (axes[0] * grow, axes[1] * grow), roll_deg, 0, 360))
     if abs(facing) < 0.3:
         # Profile: hair over the top and the back of the head, the face in front. A pie slice of the
         # head ellipse from back-down over the top to up-forward (OpenCV angles run clockwise).
-        forward_right = np.sin(pose.yaw) > 0
+        forward_right = np.sin(f.pose.yaw) > 0
         start, end = (135, 300) if forward_right else (240, 405)
         big = (axes[0] * 1.05, axes[1] * 1.05)
-        hair = ("ellipse", Material.HAIR, (head_c, big, roll_deg, start, end))
-    if front:
-        groups.append((head_d + 0.0004, [hair]))
-        if style != "buzz":
-            fc, _ = proj(j["head"] + np.array([0.0, -0.3 * ry, 0.0]))
-            fringe = ("ellipse", Material.HAIR, (fc, (axes[0] * 1.03, 0.72 * ry * S), roll_deg, 180, 360))
-            groups.append((head_d - 0.0004, [fringe]))
-    else:
-        groups.append((head_d - 0.0004, [hair]))
-    hat = _headwear(ident, j["head"], proj, axes, roll_deg, rx, ry, rz, S)
-    if hat:
-        groups.append((-0.12, hat))
-
-    keypoints = _keypoints(ident, j, proj, torso, td)
-    eyes = [("circle", Material.EYES, (keypoints[k, :2], 0.075 * ry * S)) for k in (1, 2) if keypoints[k, 2] > 0]
-    if eyes and ry * S > 6:
-        groups.append((head_d - 0.0006, eyes))
-    groups.sort(key=lambda g: -g[0])
-    return Figure(groups, keypoints, torso)
+        hair = ("ellipse", Material.HAIR, (head.c, big, roll_deg, start, end))
+    if not facing > 0.3:
+        return [(head.d - 0.0004, [hair])]
+    groups: list[tuple[float, list[Primitive]]] = [(head.d + 0.0004, [hair])]
+    if style != "buzz":
+        fc, _ = f.proj(f.j["head"] + np.array([0.0, -0.3 * head.ry, 0.0]))
+        fringe = ("ellipse", Material.HAIR, (fc, (axes[0] * 1.03, 0.72 * head.ry * f.S), roll_deg, 180, 360))
+        groups.append((head.d - 0.0004, [fringe]))
+    return groups
 
 
 def _headwear(ident: Identity, head: np.ndarray, proj: _Projector, axes, roll_deg, rx, ry, rz, S) -> list:

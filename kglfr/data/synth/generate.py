@@ -50,43 +50,49 @@ class SynthSummary:
 
 
 def _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed, test_ids):
+    """Raise ``KglfrError`` naming the first bad parameter."""
     if layout not in LAYOUTS:
         raise KglfrError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if ids < MIN_IDS:
-        raise KglfrError(f"--ids must be at least {MIN_IDS} (half of them train, half test), got {ids}")
+        raise KglfrError(f"ids must be at least {MIN_IDS} (half of them train, half test), got {ids}")
     if layout == "sysu" and ids > 9999:
-        raise KglfrError(f"--ids must be at most 9999 for the SYSU layout (4-digit folders), got {ids}")
+        raise KglfrError(f"ids must be at most 9999 for the SYSU layout (4-digit folders), got {ids}")
     if not 2 <= test_ids <= ids - 2:
-        raise KglfrError(f"--test-ids must be in [2, ids - 2] = [2, {ids - 2}], got {test_ids}")
+        raise KglfrError(f"test_ids must be in [2, ids - 2] = [2, {ids - 2}], got {test_ids}")
     if images_per_camera < 1:
-        raise KglfrError(f"--images-per-camera must be at least 1, got {images_per_camera}")
+        raise KglfrError(f"images_per_camera must be at least 1, got {images_per_camera}")
     if height < 32 or width < 16:
-        raise KglfrError(f"image size must be at least 32x16 (height x width), got {height}x{width}")
+        raise KglfrError(f"height and width must be at least 32 and 16, got {height}x{width}")
     if not 0.0 <= occlusion <= 1.0:
-        raise KglfrError(f"--occlusion must be a probability in [0, 1], got {occlusion}")
+        raise KglfrError(f"occlusion must be a probability in [0, 1], got {occlusion}")
     if not 0.0 <= camera_dropout < 1.0:
-        raise KglfrError(f"--camera-dropout must be in [0, 1), got {camera_dropout}")
+        raise KglfrError(f"camera_dropout must be in [0, 1), got {camera_dropout}")
     if not 0.0 <= size_jitter < 0.5:
-        raise KglfrError(f"--size-jitter must be in [0, 0.5), got {size_jitter}")
+        raise KglfrError(f"size_jitter must be in [0, 0.5), got {size_jitter}")
     if seed < 0:
-        raise KglfrError(f"--seed must be a non-negative integer, got {seed}")
+        raise KglfrError(f"seed must be a non-negative integer, got {seed}")
+
+
+def is_synth_output(folder: Path) -> bool:
+    """Whether ``folder`` holds what ``synthesize`` wrote (its README names ``kglfr synth``)."""
+    readme_path = folder / README_NAME
+    return readme_path.is_file() and "kglfr synth" in readme_path.read_text(errors="replace")
 
 
 def _prepare_out(out: Path, force: bool) -> None:
+    """Create ``out``, or with ``force`` empty an earlier synthetic dataset in it; never touch other files."""
     if out.exists() and not out.is_dir():
-        raise KglfrError(f"--out {out} is a file, not a folder")
+        raise KglfrError(f"out {out} is a file, not a folder")
     if not out.exists():
         out.mkdir(parents=True)
         return
-    entries = list(out.iterdir())
-    if not entries:
+    if not any(out.iterdir()):
         return
+    if not is_synth_output(out):
+        raise KglfrError(f"out {out} is not empty and was not written by 'kglfr synth'; choose an empty or new folder")
     if not force:
-        raise KglfrError(f"--out {out} exists and is not empty; choose a new folder or pass --force to replace it")
-    if not ((out / README_NAME).is_file() and "kglfr synth" in (out / README_NAME).read_text(errors="replace")):
         raise KglfrError(
-            f"--out {out} is not empty and was not written by 'kglfr synth'; refusing to overwrite it "
-            "even with --force (choose an empty or new folder)"
+            f"out {out} holds an earlier synthetic dataset; pass force=True to replace it, or choose a new folder"
         )
     for name in (*GENERATED, SIDECAR_NAME, README_NAME):
         path = out / name
@@ -139,56 +145,65 @@ def synthesize(
     each image by a random factor in [1 - size_jitter, 1] (0: every image is height x width).
     ``test_ids`` is how many identities are held out for testing (default half; the real SYSU-MM01
     holds out 96 of 491, so more training identities is closer to it). ``force`` replaces an earlier
-    ``kglfr synth`` output in ``out``. The bytes written depend only on the options and ``seed`` (each
-    image has its own generator, keyed by seed, identity, camera and index), so an image's bytes do not
-    depend on how many identities are drawn. Raises ``KglfrError`` on bad options.
+    synthetic dataset in ``out``; a folder holding anything else is never written to. The bytes
+    written depend only on the options and ``seed`` (each image has its own generator, keyed by seed,
+    identity, camera and index), so an image's bytes do not depend on how many identities are drawn.
+    Raises ``KglfrError`` naming the bad parameter.
     """
-    d = DEFAULTS.get(layout, DEFAULTS["sysu"])
-    ids = d["ids"] if ids is None else int(ids)
-    images_per_camera = d["images_per_camera"] if images_per_camera is None else int(images_per_camera)
-    height = d["height"] if height is None else int(height)
-    width = d["width"] if width is None else int(width)
-    test_ids = ids // 2 if test_ids is None else int(test_ids)
+    ids, images_per_camera, height, width, test_ids = _with_defaults(
+        layout, ids, images_per_camera, height, width, test_ids
+    )
     _check(layout, ids, images_per_camera, height, width, occlusion, camera_dropout, size_jitter, seed, test_ids)
     t0 = time.perf_counter()
     root = Path(out).expanduser()
     _prepare_out(root, force)
 
     identities = [sample_identity(seed, pid) for pid in range(1, ids + 1)]
-    if layout == "sysu":
-        plan: Plan = plan_sysu(seed, identities, images_per_camera, camera_dropout, test_ids)
-    else:
-        plan = plan_regdb(seed, identities, images_per_camera, test_ids)
-    options = {
-        "ids": ids,
-        "seed": seed,
-        "images-per-camera": images_per_camera,
-        "height": height,
-        "width": width,
-        "occlusion": occlusion,
-        "size-jitter": size_jitter,
-        "test-ids": test_ids,
-    }
+    plan = _plan(layout, seed, identities, images_per_camera, camera_dropout, test_ids)
+    # The options as 'kglfr synth' flags, in this order, for the README's command line.
+    options = {"ids": ids, "seed": seed, "images-per-camera": images_per_camera, "height": height, "width": width}
+    options |= {"occlusion": occlusion, "size-jitter": size_jitter, "test-ids": test_ids}
     if layout == "sysu":
         options["camera-dropout"] = camera_dropout
     (root / README_NAME).write_text(readme(layout, options, len(plan.images), __version__))
 
     opts = {"height": height, "width": width, "occlusion": occlusion, "size_jitter": size_jitter}
+    keypoints = _draw_all(root, seed, identities, plan, opts, progress)
+    _write_text_files(root, plan.text_files)
+    write_keypoints_sidecar(root, keypoints)
+    seconds = time.perf_counter() - t0
+    return SynthSummary(root, layout, ids, len(plan.images), seconds, seed, tuple(plan.train_ids), tuple(plan.test_ids))
+
+
+def _with_defaults(layout, ids, images_per_camera, height, width, test_ids) -> tuple[int, int, int, int, int]:
+    """The options left None replaced by the layout's ``DEFAULTS`` (``test_ids``: half the identities)."""
+    d = DEFAULTS.get(layout, DEFAULTS["sysu"])
+    ids = d["ids"] if ids is None else int(ids)
+    images_per_camera = d["images_per_camera"] if images_per_camera is None else int(images_per_camera)
+    height = d["height"] if height is None else int(height)
+    width = d["width"] if width is None else int(width)
+    test_ids = ids // 2 if test_ids is None else int(test_ids)
+    return ids, images_per_camera, height, width, test_ids
+
+
+def _plan(
+    layout: str, seed: int, identities: list, images_per_camera: int, camera_dropout: float, test_ids: int
+) -> Plan:
+    if layout == "sysu":
+        return plan_sysu(seed, identities, images_per_camera, camera_dropout, test_ids)
+    return plan_regdb(seed, identities, images_per_camera, test_ids)
+
+
+def _draw_all(root: Path, seed: int, identities: list, plan: Plan, opts: dict, progress: bool) -> dict[str, np.ndarray]:
+    """Draw and write every planned image, identity by identity; returns each image's keypoints."""
     per_id = plan.by_identity()
     keypoints: dict[str, np.ndarray] = {}
     for ident in tqdm(identities, desc="synth", unit="id", file=sys.stderr, disable=not progress):
         keypoints.update(_draw_identity(root, seed, ident, per_id[ident.pid], opts))
-    for rel, text in plan.text_files.items():
+    return keypoints
+
+
+def _write_text_files(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    write_keypoints_sidecar(root, keypoints)
-    return SynthSummary(
-        root=root,
-        layout=layout,
-        ids=ids,
-        images=len(plan.images),
-        seconds=time.perf_counter() - t0,
-        seed=seed,
-        train_ids=tuple(plan.train_ids),
-        test_ids=tuple(plan.test_ids),
-    )

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kglfr.data.conventions import REGDB_TRIALS, SYSU_CAMERAS, SYSU_INDOOR, SYSU_INFRARED, SYSU_VISIBLE
 from kglfr.data.synth.body import STREAM_CAMERAS, STREAM_POSE, STREAM_SPLIT, Identity, rng_for
 from kglfr.data.synth.figure import Pose, sample_pose
-from kglfr.data.synth.render import REGDB_CAMERAS, SYSU_CAMERAS, CameraStyle
+from kglfr.data.synth.render import REGDB_CAMERAS, CameraStyle
+from kglfr.data.synth.render import SYSU_CAMERAS as SYSU_STYLES
 
 LAYOUTS = ("sysu", "regdb")
-SYSU_VISIBLE = (1, 2, 4, 5)
-SYSU_INFRARED = (3, 6)
-REGDB_TRIALS = 10
-# What a synthetic dataset writes at its root (``--force`` removes exactly these).
+# What a synthetic dataset writes at its root (``synthesize(force=True)`` removes exactly these).
 GENERATED = ("cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp", "Visible", "Thermal", "idx")
 
 
@@ -61,14 +60,14 @@ class Plan:
 
 def _sysu_cameras(seed: int, pid: int, test: bool, dropout: float) -> list[int]:
     rng = rng_for(seed, STREAM_CAMERAS, pid)
-    keep = {c: bool(rng.random() >= dropout) for c in range(1, 7)}
+    keep = {c: bool(rng.random() >= dropout) for c in SYSU_CAMERAS}
     if test:
-        keep[1] = keep[2] = True
+        keep.update(dict.fromkeys(SYSU_INDOOR, True))
     if not any(keep[c] for c in SYSU_VISIBLE):
         keep[int(rng.choice(SYSU_VISIBLE))] = True
     if not any(keep[c] for c in SYSU_INFRARED):
         keep[int(rng.choice(SYSU_INFRARED))] = True
-    return [c for c in range(1, 7) if keep[c]]
+    return [c for c in SYSU_CAMERAS if keep[c]]
 
 
 def plan_sysu(
@@ -87,7 +86,7 @@ def plan_sysu(
             for n in range(1, per_camera + 1):
                 pose = sample_pose(rng_for(seed, STREAM_POSE, ident.pid, cam, n), ident)
                 rel = f"cam{cam}/{ident.pid:04d}/{n:04d}.jpg"
-                images.append(PlannedImage(rel, ident.pid, cam, n, SYSU_CAMERAS[cam], pose))
+                images.append(PlannedImage(rel, ident.pid, cam, n, SYSU_STYLES[cam], pose))
     files = {
         f"exp/{name}_id.txt": ",".join(map(str, ids)) + "\n"
         for name, ids in (("train", train), ("val", val), ("test", test))
