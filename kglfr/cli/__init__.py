@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from kglfr.errors import KglfrError
@@ -71,9 +72,27 @@ def fraction(text: str) -> float:
     return value
 
 
+OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)+=.*", re.DOTALL)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that ``section.key=value`` tokens may stand anywhere among a command's
+    options: they go to its ``overrides`` (commands declare a positional ``overrides``). Anything else
+    unknown is the usual argparse error."""
+    args, extra = parser.parse_known_args(argv)
+    takes = isinstance(getattr(args, "overrides", None), list)
+    unknown = [t for t in extra if not (takes and OVERRIDE.fullmatch(t))]
+    if unknown:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if takes:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

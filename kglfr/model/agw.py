@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from kglfr.data.records import Modality
 from kglfr.model.layers import GeM, NonLocal
-from kglfr.model.resnet import ARCHS, BUILDERS, ResNet, load_imagenet
+from kglfr.model.resnet import ARCHS, BUILDERS, ResNet
+from kglfr.model.weights import WeightsInfo, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,9 @@ class AGWNet(nn.Module):
         non_local: add the non-local blocks in layer2 and layer3.
         nl_reduction: non-local inner width is channels // nl_reduction.
         gem_p: GeM exponent (fixed).
-        pretrained: ImageNet weights file in torchvision's layout; an error if it is missing or does not fit.
-        pretrained_search_hub: when ``pretrained`` is None, look for the official file in the torch hub
-            cache (never downloaded); when nothing is found the model starts from random initialisation
-            and a warning is logged.
+        pretrained: "imagenet" (torchvision's file: hub cache or download), a weights file in torchvision's
+            layout, or "none"/None for random initialisation (a checkpoint's weights follow).
+        pretrained_search_hub: ignored; accepted so checkpoints that name it still rebuild.
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class AGWNet(nn.Module):
         nl_reduction: int = 2,
         gem_p: float = 3.0,
         pretrained: str | Path | None = None,
-        pretrained_search_hub: bool = True,
+        pretrained_search_hub: bool = False,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -99,15 +99,7 @@ class AGWNet(nn.Module):
         self.gem_p = gem_p
 
         resnet: ResNet = BUILDERS[arch](last_stride=last_stride)
-        self.weights_file: Path | None = None
-        if pretrained is not None or pretrained_search_hub:
-            self.weights_file = load_imagenet(resnet, pretrained, arch)
-            if self.weights_file is None:
-                log.warning("no ImageNet weights for %s in the torch hub cache: random initialisation", arch)
-            else:
-                log.info("loaded ImageNet weights for %s from %s", arch, self.weights_file)
-        else:
-            log.info("%s starts from random initialisation (no weights file, hub search off)", arch)
+        self.weights: WeightsInfo = load_pretrained(resnet, pretrained, arch)
 
         self.stems = nn.ModuleList([Stem(copy.deepcopy(resnet.conv1), copy.deepcopy(resnet.bn1)) for _ in Modality])
         self.layer1 = resnet.layer1
@@ -143,8 +135,7 @@ class AGWNet(nn.Module):
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this architecture: ``AGWNet(**model.config())``.
 
-        The weights file is left out and ``pretrained_search_hub`` is False: a rebuilt model gets its
-        weights from the checkpoint, not from ImageNet.
+        The initial weights are left out: a rebuilt model gets its weights from the checkpoint.
         """
         return {
             "num_classes": self.num_classes,
@@ -153,7 +144,6 @@ class AGWNet(nn.Module):
             "non_local": self.non_local,
             "nl_reduction": self.nl_reduction,
             "gem_p": self.gem_p,
-            "pretrained_search_hub": False,
         }
 
     def feature_map_size(self, input_hw: tuple[int, int]) -> tuple[int, int]:
@@ -251,8 +241,3 @@ class AGWNet(nn.Module):
             {"name": "backbone", "params": backbone, "lr": lr * backbone_lr_mult, "weight_decay": weight_decay},
             {"name": "head", "params": head, "lr": lr, "weight_decay": weight_decay},
         ]
-
-
-def build_model(num_classes: int, **kwargs: Any) -> AGWNet:
-    """``AGWNet(num_classes, **kwargs)``."""
-    return AGWNet(num_classes, **kwargs)

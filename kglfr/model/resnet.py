@@ -2,28 +2,17 @@
 
 The modules and parameter names match ``torchvision.models.resnet`` exactly (``conv1``, ``bn1``,
 ``layer1``..``layer4`` with ``downsample.0``/``downsample.1``, ``fc``), so the official ImageNet files
-load unchanged. ``load_imagenet`` reads such a file from a given path or the torch hub cache; it never
-downloads.
+load unchanged (:mod:`kglfr.model.weights` finds, downloads and loads them). Builders register
+themselves in :data:`BUILDERS`, the registry behind ``model.arch``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
-
-from kglfr.errors import KglfrError
-
-ARCHS = ("resnet18", "resnet34", "resnet50")
-
-# Official torchvision file names in ``torch.hub.get_dir()/checkpoints/``, in order of preference.
-HUB_FILES: dict[str, tuple[str, ...]] = {
-    "resnet18": ("resnet18-f37072fd.pth",),
-    "resnet34": ("resnet34-b627a593.pth",),
-    "resnet50": ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
-}
 
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -166,96 +155,34 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
 
 
+Arch = Literal["resnet18", "resnet34", "resnet50"]
+"""The backbone names: ``model.arch`` in configs, keys of :data:`BUILDERS`."""
+
+BUILDERS: dict[str, Callable[..., ResNet]] = {}
+
+
+def register(fn: Callable[..., ResNet]) -> Callable[..., ResNet]:
+    """Add a backbone builder to :data:`BUILDERS` under its function name."""
+    BUILDERS[fn.__name__] = fn
+    return fn
+
+
+@register
 def resnet18(last_stride: int = 1) -> ResNet:
     """ResNet-18 (11,689,512 parameters with fc)."""
     return ResNet(BasicBlock, [2, 2, 2, 2], last_stride=last_stride)
 
 
+@register
 def resnet34(last_stride: int = 1) -> ResNet:
     """ResNet-34 (21,797,672 parameters with fc)."""
     return ResNet(BasicBlock, [3, 4, 6, 3], last_stride=last_stride)
 
 
+@register
 def resnet50(last_stride: int = 1) -> ResNet:
     """ResNet-50 (25,557,032 parameters with fc)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], last_stride=last_stride)
 
 
-BUILDERS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
-
-
-def find_hub_weights(arch: str) -> Path | None:
-    """The official ImageNet file for ``arch`` in the torch hub cache, or None when none is there."""
-    if arch not in HUB_FILES:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in HUB_FILES[arch]:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _key_list(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{shown}, ..." if len(keys) > limit else shown
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged file or a pickle with arbitrary objects
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise KglfrError(f"cannot read weights file {path}: {msg}") from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise KglfrError(f"weights file {path} does not hold a state dict (a mapping of names to tensors)")
-    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
-
-
-def load_imagenet(model: ResNet, path: str | Path | None, arch: str) -> Path | None:
-    """Load ImageNet weights into ``model`` (all but ``fc``, which is never loaded).
-
-    Args:
-        model: a ``ResNet`` (or any module with its conv1/bn1/layer1..layer4 names).
-        path: a weights file (a state dict or ``{"state_dict": ...}``; ``module.`` prefixes are stripped),
-            or None to look in the torch hub cache for the official torchvision file of ``arch``.
-        arch: "resnet18", "resnet34" or "resnet50"; names the hub file and the error messages.
-
-    Returns:
-        The file loaded, or None when ``path`` is None and the hub cache has no file (weights untouched).
-
-    Raises:
-        KglfrError: the file is missing or unreadable, or its keys or shapes do not match the model.
-    """
-    if path is None:
-        path = find_hub_weights(arch)
-        if path is None:
-            return None
-    path = Path(path)
-    if not path.is_file():
-        raise KglfrError(f"weights file {path} not found")
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    # Files saved before torch 0.4.1 (e.g. resnet50-19c8e357.pth) lack the BN batch counters.
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({_key_list(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({_key_list(unexpected)})")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches, file vs model ({_key_list(wrong, 2)})")
-        raise KglfrError(f"weights file {path} does not fit {arch}: " + "; ".join(parts))
-    for k, v in own.items():
-        if k not in state:  # num_batches_tracked of an old file
-            state[k] = torch.zeros_like(v)
-    model.load_state_dict(state, strict=False)
-    return path
+ARCHS: tuple[str, ...] = tuple(BUILDERS)  # equal to get_args(Arch); tests/model checks it

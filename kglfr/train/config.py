@@ -11,102 +11,113 @@ and hands plain values to the model, losses and data.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kglfr.errors import KglfrError
+from kglfr.model.resnet import Arch
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(str(resources.files("kglfr") / "configs"))
 BASE_KEY = "_base_"
+REGDB_TRIALS = 10  # RegDB's protocol: 10 splits, one model per split; the evaluation repeats draws as often
 
 
 class ConfigError(KglfrError):
     """A config file or override that does not fit the schema."""
 
 
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> Any:  # fmt: skip
+    """A dataclass field with a range that :func:`load_config` checks (a number must also be finite)."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "lt": lt})
+
+
 @dataclass
 class DataConfig:
-    store: str = MISSING
-    trial: int | None = None
-    keypoints: str | None = None
-    height: int = 288
-    width: int = 144
-    ids_per_batch: int = 8
-    per_modality: int = 4
-    pad: int = 10
-    flip_prob: float = 0.5
+    store: str = MISSING  # a prepared store (kglfr prepare), with a keypoint cache when the preset needs one
+    trial: int | None = bounded(None, ge=1)  # the store's prepared trial (RegDB: 1..10)
+    keypoints: str | None = None  # backend of the keypoint cache to use (None: the one in the store)
+    height: int = bounded(288, ge=1)
+    width: int = bounded(144, ge=1)
+    ids_per_batch: int = bounded(8, ge=1)
+    per_modality: int = bounded(4, ge=1)
+    pad: int = bounded(10, ge=0)
+    flip_prob: float = bounded(0.5, ge=0, le=1)
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "resnet50"
-    last_stride: int = 1
+    arch: Arch = "resnet50"
+    last_stride: Literal[1, 2] = 1
     non_local: bool = True
-    nl_reduction: int = 2
-    gem_p: float = 3.0
-    pretrained: str | None = None
+    nl_reduction: int = bounded(2, ge=1)
+    gem_p: float = bounded(3.0, gt=0)
+    pretrained: str = "imagenet"  # imagenet (hub cache or download), none (random initialisation) or a file
 
 
 @dataclass
 class LossConfig:
-    id_weight: float = 1.0
-    label_smoothing: float = 0.0
-    triplet: str = "hard"
-    global_margin: float = 0.3
-    global_weight: float = 0.5
+    id_weight: float = bounded(1.0, ge=0)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
+    triplet: Literal["hard", "wrt"] = "hard"  # batch-hard with a margin, or AGW's weighted regularised triplet
+    global_margin: float = bounded(0.3, ge=0)
+    global_weight: float = bounded(0.5, ge=0)
     kmlfr: bool = True
-    local_margin: float = 0.01
-    local_weight: float = 0.5
+    local_margin: float = bounded(0.01, ge=0)
+    local_weight: float = bounded(0.5, ge=0)
 
 
 @dataclass
 class AugmentConfig:
-    erasing: str = "keypoint"
-    erasing_prob: float = 0.5
-    area_min: float = 0.02
-    area_max: float = 0.4
-    ratio_min: float = 0.3
+    erasing: Literal["none", "random", "keypoint"] = "keypoint"  # random: Random Erasing; keypoint: KEGFR
+    erasing_prob: float = bounded(0.5, ge=0, le=1)
+    area_min: float = bounded(0.02, gt=0, le=1)
+    area_max: float = bounded(0.4, gt=0, le=1)
+    ratio_min: float = bounded(0.3, gt=0, le=1)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.1
-    backbone_lr_mult: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = bounded(0.1, gt=0)
+    backbone_lr_mult: float = bounded(0.1, ge=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)
+    weight_decay: float = bounded(5e-4, ge=0)
     milestones: list[int] = field(default_factory=lambda: [30, 60])
-    gamma: float = 0.1
-    warmup_epochs: int = 0
+    gamma: float = bounded(0.1, gt=0)
+    warmup_epochs: int = bounded(0, ge=0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    channels_last: str = "auto"
-    threads: int = 0
-    iters_per_epoch: int | None = None
-    log_every: int = 20
-    eval_every: int = 10
-    tensorboard: bool = True
+    epochs: int = bounded(100, ge=1)
+    seed: int = bounded(0, ge=0)
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp16; off on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU
+    threads: int = bounded(0, ge=0)  # CPU threads for torch (0: torch's default)
+    iters_per_epoch: int | None = bounded(None, ge=1)  # None: visible images / (ids_per_batch x per_modality)
+    log_every: int = bounded(20, ge=1)
+    eval_every: int = bounded(10, ge=0)  # evaluate every N epochs (0: only at the end)
+    tensorboard: bool = True  # when tensorboard is installed
 
 
 @dataclass
 class EvalConfig:
-    protocols: list[str] | None = None
-    trials: int = 10
-    batch_size: int = 128
+    protocols: list[str] | None = None  # None: the dataset's (sysu-all, sysu-indoor; regdb: v2i, i2v; ...)
+    trials: int = bounded(REGDB_TRIALS, ge=1)
+    batch_size: int = bounded(128, ge=1)
     flip: bool = False
-    report_epoch: str = "last"
-    gallery_draw: str = "seeded"
-    gallery_perm: str | None = None
+    report_epoch: Literal["last", "best"] = "last"  # best: the best epoch on the test set, a labelled option
+    gallery_draw: Literal["seeded", "official"] = "seeded"  # SYSU: random.seed(trial) as AGW, or the .mat file
+    gallery_perm: str | None = None  # official: the .mat file; None: <source root>/exp/rand_perm_cam.mat
 
 
 @dataclass
@@ -120,15 +131,19 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-CHOICES = {
-    "loss.triplet": ("hard", "wrt"),
-    "augment.erasing": ("none", "random", "keypoint"),
-    "train.amp": ("auto", "off", "bf16", "fp16"),
-    "train.channels_last": ("auto", "on", "off"),
-    "model.arch": ("resnet18", "resnet34", "resnet50"),
-    "eval.report_epoch": ("last", "best"),
-    "eval.gallery_draw": ("seeded", "official"),
-}
+def _fields() -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (dataclass field, resolved type) over the schema."""
+    out = {}
+    for section in fields(Config):
+        cls = section.default_factory
+        hints = get_type_hints(cls)
+        out.update({f"{section.name}.{f.name}": (f, hints[f.name]) for f in fields(cls)})
+    return out
+
+
+def choices() -> dict[str, tuple]:
+    """The keys whose values are a fixed set (read from their ``Literal`` types) -> those values."""
+    return {key: get_args(t) for key, (_f, t) in _fields().items() if get_origin(t) is Literal}
 
 
 def valid_keys() -> list[str]:
@@ -139,8 +154,7 @@ def valid_keys() -> list[str]:
 
 def presets() -> list[str]:
     """The built-in presets, as names for ``--config`` (``sysu/kglfr``, ``demo``, ...)."""
-    return sorted(p.relative_to(PRESET_DIR).with_suffix("").as_posix() for p in PRESET_DIR.rglob("*.yaml")
-                  if p.name != "base.yaml")  # fmt: skip
+    return sorted(p.relative_to(PRESET_DIR).with_suffix("").as_posix() for p in PRESET_DIR.rglob("*.yaml"))
 
 
 def resolve_preset(name: str | Path) -> Path:
@@ -154,15 +168,31 @@ def resolve_preset(name: str | Path) -> Path:
     raise ConfigError(f"no config file or preset {str(name)!r}; presets: {', '.join(presets())}")
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false (so ``amp: off`` is the string "off", as the schema means)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A YAML file with its ``_base_`` chain merged under it (plain dicts)."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: '_base_' files include each other ({' -> '.join(map(str, seen))})")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read config {path}: {e}".splitlines()[0]) from None
+    if not doc:
+        raise ConfigError(f"config {path} is empty; give at least one key, e.g. '_base_: sysu/kglfr.yaml' "
+                          f"(a preset file of {PRESET_DIR}) and what differs from it")  # fmt: skip
     if not isinstance(doc, dict):
         raise ConfigError(f"config {path} must be a mapping of sections (data, model, ...)")
     base = doc.pop(BASE_KEY, None)
@@ -195,6 +225,10 @@ def _closest(key: str) -> str:
 
 
 def _merge(schema: DictConfig, values: DictConfig | dict, source: str) -> DictConfig:
+    model = values.get("model") if isinstance(values, dict) else None
+    if isinstance(model, dict) and "pretrained" in model and model["pretrained"] is None:
+        raise ConfigError(f"{source}: model.pretrained must be imagenet, none (random initialisation) or a "
+                          "weights file; null is no longer accepted")  # fmt: skip
     try:
         return OmegaConf.merge(schema, values)
     except OmegaConfBaseException as e:
@@ -202,42 +236,83 @@ def _merge(schema: DictConfig, values: DictConfig | dict, source: str) -> DictCo
         msg = str(e).splitlines()[0]
         if "Key" in type(e).__name__ or "not in struct" in msg:
             raise ConfigError(f"{source}: unknown config key {key!r}{_closest(key)}") from None
+        if key in choices():
+            allowed = ", ".join(map(str, choices()[key]))
+            raise ConfigError(f"{source}: {key}={_lookup(values, key)!r} is not one of {allowed}") from None
         raise ConfigError(f"{source}: bad value for {key!r}: {msg}") from None
 
 
 def parse_overrides(overrides: list[str]) -> dict:
-    """``["train.epochs=5", "model.pretrained=null"]`` -> a nested dict (values parsed as YAML)."""
+    """``["train.epochs=5", "train.amp=off"]`` -> a nested dict (values read as YAML 1.2: off stays "off")."""
     out: dict = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key or key.startswith("-"):
             raise ConfigError(f"override {item!r} is not key=value (e.g. train.epochs=5)")
         try:
-            parsed = yaml.safe_load(value) if value != "" else ""
+            parsed = yaml.load(value, Loader=_Loader) if value != "" else ""  # noqa: S506 - a SafeLoader
         except yaml.YAMLError:
             parsed = value
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a section")
         node[parts[-1]] = parsed
     return out
 
 
-def _check(cfg: DictConfig, source: str) -> None:
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{source}: {key}={value!r} is not one of {', '.join(allowed)}")
-    for key in ("data.height", "data.width", "data.ids_per_batch", "data.per_modality", "train.epochs",
-                "eval.batch_size", "eval.trials"):  # fmt: skip
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{source}: {key} must be at least 1, got {OmegaConf.select(cfg, key)}")
-    for key in ("data.flip_prob", "augment.erasing_prob"):
-        if not 0.0 <= OmegaConf.select(cfg, key) <= 1.0:
-            raise ConfigError(f"{source}: {key} must be in [0, 1], got {OmegaConf.select(cfg, key)}")
-    if not 0 < cfg.augment.area_min <= cfg.augment.area_max <= 1 or not 0 < cfg.augment.ratio_min <= 1:
-        raise ConfigError(f"{source}: need 0 < augment.area_min <= area_max <= 1 and 0 < augment.ratio_min <= 1")
+def _lookup(values: Any, key: str) -> Any:
+    for part in key.split("."):
+        values = values.get(part) if hasattr(values, "get") else None
+    return values
+
+
+_BOUNDS = {"ge": ("at least", lambda v, b: v >= b), "gt": ("greater than", lambda v, b: v > b),
+           "le": ("at most", lambda v, b: v <= b), "lt": ("less than", lambda v, b: v < b)}  # fmt: skip
+
+
+def _out_of_range(value: Any, meta: Any) -> str | None:
+    """Why ``value`` breaks the field's bounds (``meta`` of :func:`bounded`), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not meta:
+        return None
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    for op, (word, ok) in _BOUNDS.items():
+        if meta.get(op) is not None and not ok(value, meta[op]):
+            return f"must be {word} {meta[op]:g}, got {value}"
+    return None
+
+
+def _problems(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(key, what is wrong) for every value outside its field's range, plus the cross-field rules."""
+    out = []
+    for key, (f, _t) in _fields().items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if key == "data.store" and OmegaConf.is_missing(cfg.data, "store"):
+            continue
+        why = _out_of_range(value, f.metadata)
+        if why:
+            out.append((key, why))
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.train.device):
+        out.append(("train.device", f"must be auto, cpu, cuda or cuda:N, got {cfg.train.device!r}"))
+    if not all(isinstance(m, int) and m >= 1 for m in cfg.optim.milestones):
+        out.append(("optim.milestones", f"must be epochs (whole numbers >= 1), got {list(cfg.optim.milestones)}"))
+    if cfg.augment.area_min > cfg.augment.area_max:
+        out.append(("augment.area_min", f"must not exceed augment.area_max ({cfg.augment.area_max})"))
+    return out
+
+
+def _check(cfg: DictConfig, source: str, overridden: dict[str, str] | None = None) -> None:
+    """Raise for the first problem, blamed on the override that set the key, else on ``source``."""
+    for key, why in _problems(cfg):
+        where = f"override {overridden[key]!r}" if overridden and key in overridden else source
+        raise ConfigError(f"{where}: {key} {why}")
+
+
+def _override_sources(overrides: list[str]) -> dict[str, str]:
+    return {item.partition("=")[0].strip(): item for item in overrides}
 
 
 def load_config(preset: str | Path, overrides: list[str] | dict | None = None) -> DictConfig:
@@ -247,18 +322,26 @@ def load_config(preset: str | Path, overrides: list[str] | dict | None = None) -
     until the caller checks it with :func:`require`.
     """
     path = resolve_preset(preset)
-    schema = OmegaConf.structured(Config)
-    cfg = _merge(schema, _read_yaml(path), str(path))
-    if overrides:
-        values = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
-        cfg = _merge(cfg, values, "override")
+    cfg = _merge(OmegaConf.structured(Config), _read_yaml(path), str(path))
     _check(cfg, str(path))
+    items = [] if not overrides or isinstance(overrides, dict) else list(overrides)
+    if isinstance(overrides, dict):
+        cfg = _merge(cfg, overrides, "override")
+    for item in items:  # one at a time, so an error names the override
+        cfg = _merge(cfg, parse_overrides([item]), f"override {item!r}")
+    _check(cfg, "override" if isinstance(overrides, dict) else str(path), _override_sources(items))
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
 def config_from_dict(values: dict, source: str = "saved config") -> DictConfig:
-    """A config saved with a run (``config.yaml``), validated against the schema."""
+    """A config saved with a run (``config.yaml``), validated against the schema.
+
+    Runs saved before ``model.pretrained`` took imagenet/none say null there: read as "none" (a saved run's
+    weights come from its checkpoint).
+    """
+    if isinstance(values.get("model"), dict) and values["model"].get("pretrained", "") is None:
+        values = deep_merge(values, {"model": {"pretrained": "none"}})
     cfg = _merge(OmegaConf.structured(Config), values, source)
     _check(cfg, source)
     OmegaConf.set_readonly(cfg, True)

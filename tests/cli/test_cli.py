@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -33,3 +35,20 @@ def test_help_names_agree_with_the_modules():
     assert evaluate.DISTANCES == DISTANCES and list(evaluate.PROTOCOL_HELP) == list(PROTOCOLS)
     assert sorted(keypoints.BACKEND_NAMES) == sorted(backend_names())
     assert keypoints.VALID_THRESHOLD == VALID_THRESHOLD
+
+
+def test_overrides_may_stand_anywhere_among_the_options():
+    from kglfr.cli import build_parser, parse_args
+
+    parser = build_parser()
+    args = parse_args(
+        parser,
+        ["train", "--config", "regdb/kglfr", "--out", "R", "data.store=S", "--trial", "all", "model.arch=resnet18"],
+    )
+    assert args.overrides == ["data.store=S", "model.arch=resnet18"] and args.trial == "all" and args.out == "R"
+    args = parse_args(parser, ["demo", "train.amp=off", "--seed", "1", "train.epochs=2"])
+    assert args.overrides == ["train.amp=off", "train.epochs=2"] and args.seed == 1
+    for argv in ("train --config demo --out R --bogus", "evaluate --features f.npz a.b=c"):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(parser, argv.split())
+        assert exc.value.code == 2

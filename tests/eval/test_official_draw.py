@@ -211,8 +211,8 @@ def test_store_permutations_default_path_and_config(official, tmp_path):
         store_permutations(store)
     with pytest.raises(Exception, match="SYSU-MM01's"):
         store_permutations(SimpleNamespace(dataset="regdb", root=root, path=tmp_path / "store"))
-    cfg = load_config("base")
+    cfg = load_config("sysu/kglfr")
     assert cfg.eval.gallery_draw == "seeded" and cfg.eval.gallery_perm is None
-    assert load_config("base", ["eval.gallery_draw=official"]).eval.gallery_draw == "official"
+    assert load_config("sysu/kglfr", ["eval.gallery_draw=official"]).eval.gallery_draw == "official"
     with pytest.raises(ConfigError, match="eval.gallery_draw"):
-        load_config("base", ["eval.gallery_draw=matlab"])
+        load_config("sysu/kglfr", ["eval.gallery_draw=matlab"])

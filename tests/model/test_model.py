@@ -26,12 +26,12 @@ def empty_hub(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def net50():
-    return AGWNet(7, arch="resnet50", pretrained_search_hub=False)
+    return AGWNet(7, arch="resnet50", pretrained="none")
 
 
 def small_net(**kwargs) -> AGWNet:
     torch.manual_seed(0)
-    return AGWNet(5, arch="resnet18", pretrained_search_hub=False, **kwargs)
+    return AGWNet(5, arch="resnet18", pretrained="none", **kwargs)
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -120,7 +120,7 @@ def test_load_file_into_agwnet_round_trips(tmp_path):
     path = tmp_path / "r18.pth"
     sd = saved_resnet18(path)
     net = AGWNet(5, arch="resnet18", pretrained=path)
-    assert net.weights_file == path
+    assert net.weights.file == str(path) and net.weights.source == "file"
     for stem in net.stems:
         assert torch.equal(stem.conv1.weight, sd["conv1.weight"])
         assert torch.equal(stem.bn1.running_mean, sd["bn1.running_mean"])
@@ -143,18 +143,15 @@ def test_load_imagenet_module_prefix_state_dict_wrapper_and_old_files(tmp_path):
     assert torch.equal(model.conv1.weight, sd["conv1.weight"])
 
 
-def test_hub_cache_lookup(empty_hub, caplog):
-    assert load_imagenet(resnet18(), None, "resnet18") is None
-    with caplog.at_level(logging.WARNING, logger="kglfr.model.agw"):
-        net = AGWNet(5, arch="resnet18")
-    assert net.weights_file is None
-    assert "random initialisation" in caplog.text
-    path = empty_hub / "checkpoints" / "resnet18-f37072fd.pth"
-    sd = saved_resnet18(path)
-    net = AGWNet(5, arch="resnet18")
-    assert net.weights_file == path
-    assert torch.equal(net.stems[1].conv1.weight, sd["conv1.weight"])
-    assert AGWNet(5, arch="resnet18", pretrained_search_hub=False).weights_file is None
+def test_none_is_random_initialisation_without_a_word(caplog):
+    with caplog.at_level(logging.INFO):
+        torch.manual_seed(0)
+        a = AGWNet(5, arch="resnet18", pretrained="none")
+        torch.manual_seed(0)
+        b = AGWNet(5, arch="resnet18")  # a checkpoint's rebuild: no weights looked for, nothing logged
+    assert a.weights.to_dict() == b.weights.to_dict() == {"source": "none", "file": None, "sha256": None}
+    assert caplog.text == ""
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_mismatched_files_raise_one_line_naming_keys(tmp_path):
@@ -299,7 +296,10 @@ def test_config_rebuilds_the_model(net50):
     assert n_params(net50) == 30_894_464
     net = small_net(nl_reduction=4, gem_p=4.0)
     cfg = net.config()
-    assert "pretrained" not in cfg and cfg["pretrained_search_hub"] is False
+    assert "pretrained" not in cfg and "pretrained_search_hub" not in cfg
     rebuilt = build_model(**cfg)
+    assert AGWNet(**cfg, pretrained_search_hub=False).config() == cfg  # checkpoints that name it still rebuild
+    with pytest.raises(KglfrError, match="unknown model arch 'vgg16'; valid: resnet18, resnet34, resnet50"):
+        build_model("vgg16", 5)
     rebuilt.load_state_dict(net.state_dict(), strict=True)
     assert rebuilt.config() == cfg and rebuilt.arch == "resnet18"

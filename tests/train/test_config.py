@@ -1,9 +1,18 @@
 """Training configs: presets, inheritance, overrides, unknown keys."""
 
+import json
+import math
+from pathlib import Path
+from typing import get_args
+
 import pytest
 
 from kglfr.cli.demo import TABLE2, method_overrides
+from kglfr.model import Arch, model_names
 from kglfr.train import config as C
+
+# Every preset as resolved before the schema became the one source of defaults (captured from that code).
+RESOLVED = json.loads((Path(__file__).parent / "presets_resolved.json").read_text())
 
 
 def test_every_preset_loads_and_the_table2_rows_differ_only_in_their_method():
@@ -30,10 +39,10 @@ def test_every_preset_loads_and_the_table2_rows_differ_only_in_their_method():
 def test_base_inheritance_and_overrides(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text(f"_base_: {C.PRESET_DIR / 'demo.yaml'}\ntrain:\n  epochs: 7\n")
-    cfg = C.load_config(mine, ["data.store=/x", "optim.milestones=[2, 4]", "model.pretrained=null"])
+    cfg = C.load_config(mine, ["data.store=/x", "optim.milestones=[2, 4]", "model.pretrained=w.pth"])
     assert cfg.train.epochs == 7 and cfg.model.arch == "resnet18"  # from demo.yaml
-    assert cfg.model.non_local is False and cfg.loss.kmlfr is True  # demo <- base
-    assert list(cfg.optim.milestones) == [2, 4] and cfg.model.pretrained is None and cfg.data.store == "/x"
+    assert cfg.model.non_local is False and cfg.loss.kmlfr is True  # demo <- schema
+    assert list(cfg.optim.milestones) == [2, 4] and cfg.model.pretrained == "w.pth" and cfg.data.store == "/x"
     again = C.config_from_dict(C.to_dict(cfg))
     assert C.diff(C.to_dict(again), C.to_dict(cfg)) == []
 
@@ -45,7 +54,13 @@ def test_base_inheritance_and_overrides(tmp_path):
         ("model.pretrain=x", "closest valid keys: model.pretrained"),
         ("train.epochs=abc", "bad value for 'train.epochs'"),
         ("model.arch=vgg16", "model.arch='vgg16' is not one of resnet18, resnet34, resnet50"),
-        ("augment.erasing_prob=2", "augment.erasing_prob must be in [0, 1]"),
+        ("augment.erasing_prob=2", "override 'augment.erasing_prob=2': augment.erasing_prob must be at most 1"),
+        ("data.height=-5", "override 'data.height=-5': data.height must be at least 1, got -5"),
+        ("optim.lr=nan", "override 'optim.lr=nan': optim.lr must be a finite number, got nan"),
+        ("optim.lr=.inf", "optim.lr must be a finite number"),
+        ("train.amp=of", "override 'train.amp=of': train.amp='of' is not one of auto, off, bf16, fp16"),
+        ("train.device=gpu", "train.device must be auto, cpu, cuda or cuda:N"),
+        ("model.pretrained=null", "model.pretrained must be imagenet, none"),
         ("epochs", "is not key=value"),
     ],
 )
@@ -56,10 +71,76 @@ def test_bad_overrides_are_one_clear_error(override, message):
 
 def test_unknown_key_in_a_file_and_unknown_preset(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("_base_: " + str(C.PRESET_DIR / "base.yaml") + "\nloss:\n  kmlfr_weight: 0.5\n")
+    bad.write_text("_base_: " + str(C.PRESET_DIR / "sysu" / "kglfr.yaml") + "\nloss:\n  kmlfr_weight: 0.5\n")
     with pytest.raises(C.ConfigError, match="unknown config key 'loss.kmlfr_weight'"):
         C.load_config(bad)
-    with pytest.raises(C.ConfigError, match="presets: demo, llcm/kglfr"):
+    with pytest.raises(C.ConfigError, match="presets: demo, llcm/kglfr, regdb/kglfr, sysu/baseline"):
         C.load_config("sysu/kglrf")
     with pytest.raises(C.ConfigError, match="data.store is not set"):
         C.require(C.load_config("sysu/kglfr"), "data.store")
+
+
+def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_defaults():
+    """Only model.pretrained changed meaning: null (hub cache, else random) became imagenet or, for the
+    demo, none (its setting when the hub cache is empty); random_erasing_w05 is new."""
+    expected = {p: v for p, v in RESOLVED.items() if p != "base"}  # base.yaml became the schema
+    expected["sysu/random_erasing_w05"] = json.loads(json.dumps(expected["sysu/random_erasing"]))
+    expected["sysu/random_erasing_w05"]["loss"]["global_weight"] = 0.5
+    assert sorted(C.presets()) == sorted(expected)
+    for preset, values in expected.items():
+        assert values["model"].pop("pretrained") is None
+        got = C.to_dict(C.load_config(preset))
+        assert got["model"].pop("pretrained") == ("none" if preset == "demo" else "imagenet"), preset
+        assert got == values, (preset, C.diff(got, values))
+
+
+def test_random_erasing_control_row_differs_from_kegfr_in_the_erasing_alone():
+    control, kegfr = (C.to_dict(C.load_config(p)) for p in ("sysu/random_erasing_w05", "sysu/kegfr"))
+    assert C.diff(control, kegfr) == ["augment.erasing"]
+    assert C.diff(control, C.to_dict(C.load_config("sysu/random_erasing"))) == ["loss.global_weight"]
+
+
+def test_choices_come_from_the_types_and_arch_from_the_model_registry():
+    assert C.choices()["train.amp"] == ("auto", "off", "bf16", "fp16")
+    assert C.choices()["model.arch"] == get_args(Arch) == tuple(model_names())
+    with pytest.raises(C.ConfigError, match="model.last_stride=3 is not one of 1, 2"):
+        C.load_config("demo", ["model.last_stride=3"])
+
+
+@pytest.mark.parametrize("text", ["off", "'off'", '"off"', "on", "bf16", "fp16", "auto"])
+def test_every_documented_choice_is_accepted_as_typed(text):
+    key = "train.channels_last" if text == "on" else "train.amp"
+    assert C.load_config("demo", [f"{key}={text}"])[key.split(".")[0]][key.split(".")[1]] == text.strip("'\"")
+
+
+def test_yaml_words_stay_strings_in_files_and_booleans_still_read(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("_base_: " + str(C.PRESET_DIR / "demo.yaml") + "\ntrain:\n  amp: off\n  channels_last: on\n"
+                 "  tensorboard: false\nmodel:\n  non_local: off\n")  # fmt: skip
+    cfg = C.load_config(f, ["eval.flip=true", "model.pretrained=none"])
+    assert cfg.train.amp == "off" and cfg.train.channels_last == "on" and cfg.train.tensorboard is False
+    assert cfg.model.non_local is False and cfg.eval.flip is True and cfg.model.pretrained == "none"
+
+
+def test_a_bad_value_in_a_file_is_blamed_on_the_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("_base_: " + str(C.PRESET_DIR / "demo.yaml") + "\ndata:\n  height: -5\n")
+    with pytest.raises(C.ConfigError, match=f"^{f.resolve()}.*data.height must be at least 1"):
+        C.load_config(f.resolve())
+    with pytest.raises(C.ConfigError, match=r"^override 'data.height=-5'"):
+        C.load_config("demo", ["data.height=-5"])
+    assert math.isclose(C.load_config("demo", ["optim.lr=1e-3"]).optim.lr, 1e-3)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_config_file_is_refused(tmp_path, text):
+    f = tmp_path / "empty.yaml"
+    f.write_text(text)
+    with pytest.raises(C.ConfigError, match="is empty; give at least one key"):
+        C.load_config(f)
+
+
+def test_a_run_saved_with_pretrained_null_still_reads():
+    saved = C.to_dict(C.load_config("demo", ["data.store=/x"]))
+    saved["model"]["pretrained"] = None
+    assert C.config_from_dict(saved).model.pretrained == "none"
