@@ -22,12 +22,12 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kglfr.data.conventions import GALLERY_DRAWS
 from kglfr.errors import KglfrError
 from kglfr.model.resnet import Arch
 
 PRESET_DIR = Path(str(resources.files("kglfr") / "configs"))
 BASE_KEY = "_base_"
-REGDB_TRIALS = 10  # RegDB's protocol: 10 splits, one model per split; the evaluation repeats draws as often
 
 
 class ConfigError(KglfrError):
@@ -112,7 +112,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     protocols: list[str] | None = None  # None: the dataset's (sysu-all, sysu-indoor; regdb: v2i, i2v; ...)
-    trials: int = bounded(REGDB_TRIALS, ge=1)
+    trials: int = bounded(GALLERY_DRAWS, ge=1)
     batch_size: int = bounded(128, ge=1)
     flip: bool = False
     report_epoch: Literal["last", "best"] = "last"  # best: the best epoch on the test set, a labelled option
