@@ -82,6 +82,7 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [30, 60])
     gamma: float = 0.1
     warmup_epochs: int = 0
+    scale_lr: bool = False  # lr x world size under DDP (the linear scaling rule)
 
 
 @dataclass
