@@ -33,7 +33,7 @@ from kglfr.data.synth import synthesize  # noqa: E402
 from kglfr.keypoints.cache import KeypointCache, build_cache, build_pose_backend  # noqa: E402
 from kglfr.train import config as C  # noqa: E402
 from kglfr.train.data import STREAM_ERASING, TrainData, step_generator  # noqa: E402
-from kglfr.train.trainer import build_model, compute_losses, erase, resolve_runtime  # noqa: E402
+from kglfr.train.trainer import Trainer, build_model, erase, resolve_runtime  # noqa: E402
 
 
 def make_store(tmp: Path, height: int, width: int, ids: int) -> Path:
@@ -44,44 +44,28 @@ def make_store(tmp: Path, height: int, width: int, ids: int) -> Path:
     return store.path
 
 
-def make_stepper(cfg, store: Store, cache: KeypointCache) -> tuple[Callable[[int], None], int, torch.device]:
-    """One optimisation step of ``cfg``'s model on two ready batches, warmed up; returns (step, batch, device)."""
-    rt = resolve_runtime(cfg)
-    size = (cfg.data.height, cfg.data.width)
-    data = TrainData(store, cache, size=size, pad=cfg.data.pad, seed=0)
-    model = build_model(cfg, data.num_classes)
-    data.transform.heatmap_size = model.feature_map_size(size)
-    model.to(rt.device).train()
-    if rt.channels_last:
-        model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.param_groups(0.1, 0.1, 5e-4), lr=0.1, momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp_dtype == torch.float16)
-    batches = [data.make_batch(b, 0, s).to(rt.device) for s, b in zip(range(2), data.sampler, strict=False)]
+def make_stepper(cfg) -> tuple[Callable[[int], None], int, torch.device]:
+    """The trainer's own step (``Trainer.run_step``: SGD with Nesterov momentum and weight decay, AMP,
+    channels_last, erasing and losses as in ``kglfr train``) on two ready batches, warmed up; returns
+    (step, batch size, device)."""
+    trainer = Trainer(cfg)
+    data = trainer.data
+    batches = [data.make_batch(b, 0, s) for s, b in zip(range(2), data.sampler, strict=False)]
+    trainer.begin_epoch(0)
 
     def one(i: int) -> None:
-        b = batches[i % len(batches)]
-        images = erase(b.images, b, cfg, step_generator(0, 0, i, STREAM_ERASING, rt.device)) \
-            if cfg.augment.erasing != "none" else b.images  # fmt: skip
-        if rt.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_dtype is not None):
-            out = model(images, b.modalities)
-        loss = compute_losses(out, b, cfg, i % 13).total
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if rt.device.type == "cuda":
+        trainer.run_step(batches[i % len(batches)])
+        if trainer.rt.device.type == "cuda":
             torch.cuda.synchronize()
 
     one(0)  # warm-up
-    return one, data.sampler.batch_size, rt.device
+    return one, data.sampler.batch_size, trainer.rt.device
 
 
-def interleaved_rates(cfgs: dict, store: Store, cache: KeypointCache, steps: int) -> dict[str, float]:
+def interleaved_rates(cfgs: dict, steps: int) -> dict[str, float]:
     """images/s of each preset's step, the presets' steps alternating so that each sees the same machine
     state (measured one after the other, the first preset's steps were 8-11% slower here)."""
-    steppers = {name: make_stepper(cfg, store, cache) for name, cfg in cfgs.items()}
+    steppers = {name: make_stepper(cfg) for name, cfg in cfgs.items()}
     spent = dict.fromkeys(cfgs, 0.0)
     for i in range(steps):
         for name, (one, _, _) in steppers.items():
@@ -91,10 +75,10 @@ def interleaved_rates(cfgs: dict, store: Store, cache: KeypointCache, steps: int
     return {name: steps * batch / spent[name] for name, (_, batch, _) in steppers.items()}
 
 
-def peak_gpu_gib(cfg, store: Store, cache: KeypointCache) -> float:
+def peak_gpu_gib(cfg) -> float:
     """Peak GPU memory of one step with only this preset's model on the device (not interleaved, so that the
     other model's weights and optimiser state do not count)."""
-    one, _, _ = make_stepper(cfg, store, cache)
+    one, _, _ = make_stepper(cfg)
     torch.cuda.reset_peak_memory_stats()
     one(1)
     peak = torch.cuda.max_memory_allocated() / 2**30
@@ -139,8 +123,8 @@ def main() -> None:
         rt = resolve_runtime(cfg)
         if rt.device.type == "cuda":
             for name, c in cfgs.items():
-                figures[f"peak_gpu_memory_{name}_gib"] = peak_gpu_gib(c, store, cache)
-        rates = interleaved_rates(cfgs, store, cache, args.steps)
+                figures[f"peak_gpu_memory_{name}_gib"] = peak_gpu_gib(c)
+        rates = interleaved_rates(cfgs, args.steps)
         for name, rate in rates.items():
             figures[f"step_{name}_images_per_s"] = rate
         figures["device"] = str(rt.device)

@@ -127,6 +127,7 @@ def _train_demo(args: argparse.Namespace, store: Path, out: Path, report: Path) 
     run_dir = out / "train"
     _fresh(run_dir)
     res = train(cfg, run_dir, progress=not args.no_progress)
+    print(res.tables)  # the library returns the per-trial tables; it no longer prints them
     print("[5/5] report")
     report.mkdir(parents=True, exist_ok=True)
     for name in ("report.md", "summary.json", "config.yaml"):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from kglfr.cli import add_command
+from kglfr.data.conventions import REGDB_TRIALS
 
 EXAMPLES = """
   kglfr train --config sysu/kglfr --out runs/sysu-kglfr data.store=stores/sysu model.pretrained=resnet50-0676ba61.pth
@@ -30,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", default=None, metavar="RUN", help="continue the run in this folder with its saved config"
     )
-    p.add_argument("--force", action="store_true", help="with --resume: accept overrides that change the run")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: accept overrides that change the run; with --out: write into a folder that holds "
+        "other files",
+    )
     p.add_argument("--trial", default=None, metavar="T|all", help="RegDB/LLCM trial (sets data.trial); 'all': 1..10")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=5")
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             raise KglfrError("--resume RUN takes the run's saved config and folder; leave out --config and --out")
         folder = Path(args.resume)
         cfg = check_resume(folder, args.overrides, args.force)
-        train(cfg, folder, resume=True, progress=not args.no_progress)
+        _print_tables(train(cfg, folder, resume=True, progress=not args.no_progress))
         return 0
     if not args.config or not args.out:
         raise KglfrError("give --config PRESET_OR_FILE and --out RUN (or --resume RUN); presets: "
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     trials: list[int | None] = [None]
     if args.trial is not None:
         if args.trial == "all":
-            trials = list(range(1, 11))
+            trials = list(range(1, REGDB_TRIALS + 1))
         elif args.trial.isdigit() and int(args.trial) >= 1:
             trials = [int(args.trial)]
         else:
@@ -64,5 +70,10 @@ def run(args: argparse.Namespace) -> int:
         overrides = list(args.overrides) + ([] if t is None else [f"data.trial={t}"])
         cfg = C.load_config(args.config, overrides)
         out = Path(args.out) if len(trials) == 1 else Path(args.out) / f"trial{t}"
-        train(cfg, out, progress=not args.no_progress)
+        _print_tables(train(cfg, out, progress=not args.no_progress, force=args.force))
     return 0
+
+
+def _print_tables(result) -> None:
+    if result.tables:
+        print(result.tables)

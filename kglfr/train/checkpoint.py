@@ -12,20 +12,24 @@ those: a file that carries code (a crafted pickle) is refused before anything in
     epoch, step                progress: ``epoch`` epochs done, plus ``step`` steps of the next one
     optimizer                  the optimiser's state dict (absent in a model-only export)
     history                    per-epoch losses (for the curves)
+    scaler                     the fp16 GradScaler's state (only when training in fp16)
 """
 
 from __future__ import annotations
 
+import errno
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kglfr.errors import KglfrError
-from kglfr.io import write_atomic
+from kglfr.errors import DiskFullError, KglfrError
+from kglfr.io import human_bytes, write_atomic
 
 FORMAT = "kglfr-checkpoint"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive; a pickle (the legacy format) starts with 0x80, protocol
 VERSION = 1
 
 
@@ -33,10 +37,42 @@ class CheckpointError(KglfrError):
     """A checkpoint that is missing, damaged, unsafe or of another model."""
 
 
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (or what caused it: torch wraps the writer's OSError) is a full disk or a size quota."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if isinstance(e, RuntimeError) and "file write failed" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plain data only) atomically: a reader sees the old file or the new one."""
+    """Write ``payload`` (plain data only) atomically: a reader sees the old file or the new one. A full
+    disk raises ``DiskFullError`` saying how much space the checkpoint needs; the old file stays."""
     data = {"format": FORMAT, "version": VERSION, **payload}
-    return write_atomic(path, lambda f: torch.save(data, f), binary=True)
+    path = Path(path)
+    try:
+        return write_atomic(path, lambda f: torch.save(data, f), binary=True)
+    except (OSError, RuntimeError) as e:
+        if not _disk_full(e):
+            raise
+        free = shutil.disk_usage(path.parent).free
+        kept = "the previous checkpoint is kept" if path.is_file() else "no checkpoint was written"
+        raise DiskFullError(f"not enough disk space to save checkpoint {path}: it needs about "
+                            f"{human_bytes(_nbytes(data))}, {human_bytes(free)} are free ({kept}); free some space "
+                            "and resume with 'kglfr train --resume'") from None  # fmt: skip
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -46,14 +82,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_magic(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a safe kglfr checkpoint: it holds objects other than tensors and "
                               f"plain data, refused without running them ({first[:160]})") from None  # fmt: skip
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0][:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"{path} is not a kglfr checkpoint (truncated or damaged: {first[:160]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a kglfr checkpoint (no '{FORMAT}' format tag)")
     if data.get("version") != VERSION:
@@ -63,6 +101,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if key not in data:
             raise CheckpointError(f"{path} is damaged: no '{key}'")
     return data
+
+
+def _check_magic(path: Path) -> None:
+    """Refuse a file that is not a ``torch.save`` archive (a zip) or a pickle, before torch reads it."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == ZIP_MAGIC or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return
+    size = path.stat().st_size
+    what = "an empty file" if size == 0 else f"{size} bytes, not a torch.save archive"
+    raise CheckpointError(f"{path} is not a kglfr checkpoint ({what})")
 
 
 def load_model_state(model: torch.nn.Module, state: dict, source: str) -> None:

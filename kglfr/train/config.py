@@ -93,6 +93,7 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [30, 60])
     gamma: float = bounded(0.1, gt=0)
     warmup_epochs: int = bounded(0, ge=0)
+    scale_lr: bool = False  # lr x world size under DDP (the linear scaling rule)
 
 
 @dataclass

@@ -28,11 +28,14 @@ STREAM_KEYPOINT = 13
 
 
 def step_generator(
-    seed: int, epoch: int, step: int, stream: int, device: str | torch.device = "cpu"
+    seed: int, epoch: int, step: int, stream: int, device: str | torch.device = "cpu", rank: int = 0
 ) -> torch.Generator:
-    """A generator that depends only on (seed, epoch, step, stream)."""
+    """A generator that depends only on (seed, epoch, step, stream) and, under DDP, the process's rank:
+    rank 0 (and a single process) draws from the streams of (seed, epoch, step, stream), every other rank
+    from a stream of its own, so that the ranks do not crop, flip and erase alike."""
+    entropy = [seed, epoch, step, stream] + ([rank] if rank else [])
     g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence([seed, epoch, step, stream]).generate_state(1, np.uint64)[0] >> 1))
+    g.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
     return g
 
 
@@ -79,7 +82,7 @@ class TrainData:
         world_size: int = 1,
         iters_per_epoch: int | None = None,
     ) -> None:
-        self.store, self.cache, self.seed = store, cache, seed
+        self.store, self.cache, self.seed, self.rank = store, cache, seed, rank
         self.indices = store.indices(TRAIN, trial)
         if not len(self.indices):
             raise KglfrError(f"store {store.path} has no training images (trial {trial})")
@@ -105,7 +108,7 @@ class TrainData:
         """Read and transform one batch (``local``: indices into the training split)."""
         rows = self.indices[np.asarray(local)]
         images = store_batch_to_tensor(self.store.read_batch(rows))
-        gen = step_generator(self.seed, epoch, step, STREAM_TRANSFORM)
+        gen = step_generator(self.seed, epoch, step, STREAM_TRANSFORM, rank=self.rank)
         kp = None
         if self.cache is not None:
             kp = self.cache.read_batch(rows)

@@ -15,6 +15,7 @@ from layouts import TINY_TRAIN, synthetic_store
 from kglfr.cli import main
 from kglfr.train import config as C
 from kglfr.train.checkpoint import CheckpointError, load_checkpoint, load_model, load_model_state
+from kglfr.train.hooks import StopAfterSteps
 from kglfr.train.trainer import TrainingError, check_resume, lr_factor, train
 
 TINY = [*TINY_TRAIN, "train.epochs=2", "train.iters_per_epoch=2", "train.log_every=1"]
@@ -77,7 +78,7 @@ def test_a_run_leaves_config_checkpoint_metrics_and_results(full_run):
 @pytest.mark.parametrize("killed_after", [2, 3])  # between epochs 1 and 2; in the middle of epoch 2
 def test_resume_ends_where_the_uninterrupted_run_ends(store, full_run, tmp_path, killed_after):
     out = tmp_path / "run"
-    train(tiny(store), out, progress=False, max_steps=killed_after)  # a kill: no save at the stop
+    train(tiny(store), out, progress=False, hooks=[StopAfterSteps(killed_after)])  # a kill: no save at the stop
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     a, b = weights(full_run[0]), weights(out)
@@ -138,10 +139,18 @@ def test_a_store_without_keypoints_names_the_command(bare_store, tmp_path, capsy
     assert train(base, tmp_path / "b", progress=False).epochs == 1
 
 
-def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(store, tmp_path):
-    cfg = tiny(store, "optim.lr=1e30", "train.epochs=3")
-    with pytest.raises(TrainingError, match="non-finite"):
-        train(cfg, tmp_path / "nan", progress=False)
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(store, full_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "nan"
+    shutil.copytree(full_run[0], out)
+    good = (out / "checkpoint.pt").read_bytes()
+    cfg = check_resume(out, ["optim.lr=1e30", "train.epochs=3", "train.log_every=100"], force=True)
+    # read back only at the epoch's end (log_every 100), the error still names step 2, the first non-finite
+    # one (step 1 ran on the good weights of epoch 2)
+    with pytest.raises(TrainingError, match=r"non-finite .* at epoch 3 step 2;.*last good checkpoint .*epoch 2"):
+        train(cfg, out, resume=True, progress=False)
+    assert (out / "checkpoint.pt").read_bytes() == good
 
 
 def test_ddp_two_processes_on_the_cpu(store, tmp_path):
@@ -172,7 +181,7 @@ def test_sigterm_saves_the_step_and_exits_cleanly(store, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 143, err[-2000:]  # 128 + SIGTERM; Ctrl-C stays 130
     assert "SIGTERM: saved" in err and f"kglfr train --resume {out}" in err
     ck = load_checkpoint(out / "checkpoint.pt")
     assert ck["epoch"] == 0 and ck["step"] >= 2
