@@ -18,7 +18,6 @@ and at the end of each epoch.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -161,10 +160,8 @@ def build_model(cfg: DictConfig, num_classes: int, pretrained: str | None = None
 
 def base_lr(cfg: DictConfig, world_size: int) -> float:
     """``optim.lr``, times the number of processes under ``optim.scale_lr`` (the linear scaling rule)."""
-    lr = float(cfg.optim.lr)
-    if not math.isfinite(lr) or lr <= 0:
-        raise TrainingError(f"optim.lr={lr} is not a finite positive learning rate; give one such as optim.lr=0.01")
-    return lr * world_size if cfg.optim.get("scale_lr", False) else lr
+    lr = float(cfg.optim.lr)  # finite and positive: the config's schema checks it
+    return lr * world_size if cfg.optim.scale_lr else lr
 
 
 # ---------------------------------------------------------------------------------------------------

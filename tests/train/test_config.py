@@ -82,7 +82,7 @@ def test_unknown_key_in_a_file_and_unknown_preset(tmp_path):
 
 def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_defaults():
     """Only model.pretrained changed meaning: null (hub cache, else random) became imagenet or, for the
-    demo, none (its setting when the hub cache is empty); random_erasing_w05 is new."""
+    demo, none (its setting when the hub cache is empty); random_erasing_w05 and optim.scale_lr are new."""
     expected = {p: v for p, v in RESOLVED.items() if p != "base"}  # base.yaml became the schema
     expected["sysu/random_erasing_w05"] = json.loads(json.dumps(expected["sysu/random_erasing"]))
     expected["sysu/random_erasing_w05"]["loss"]["global_weight"] = 0.5
@@ -90,6 +90,7 @@ def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_d
     for preset, values in expected.items():
         assert values["model"].pop("pretrained") is None
         got = C.to_dict(C.load_config(preset))
+        assert got["optim"].pop("scale_lr") is False, preset  # a key added since, off by default
         assert got["model"].pop("pretrained") == ("none" if preset == "demo" else "imagenet"), preset
         assert got == values, (preset, C.diff(got, values))
 
