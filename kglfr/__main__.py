@@ -1,5 +1,3 @@
-import sys
+from kglfr.cli import entry
 
-from kglfr.cli import main
-
-sys.exit(main())
+entry()

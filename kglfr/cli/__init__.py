@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import re
+import signal
 import sys
 
 from kglfr.errors import KglfrError
@@ -104,12 +107,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kglfr {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a path the user gave that cannot be written or read (permissions, a file as folder)
-        print(f"kglfr {args.command}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(f"kglfr {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"kglfr {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
+OS_ADVICE = {
+    errno.EACCES: "check its permissions or choose another location",
+    errno.EPERM: "check its permissions or choose another location",
+    errno.EROFS: "the file system is read-only; choose another location",
+    errno.ENOSPC: "the disk is full; free some space or choose another location",
+    errno.EDQUOT: "the disk quota is exhausted; free some space or choose another location",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.EISDIR: "it is a folder; give a file",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an operating-system error on a path the user gave: what failed, where, what to do."""
+    what = e.strerror or str(e)
+    where = f": {e.filename}" if e.filename else ""
+    advice = OS_ADVICE.get(e.errno)
+    return f"{what}{where}" + (f"; {advice}" if advice else "")
+
+
+def entry() -> None:
+    """The ``kglfr`` program: :func:`main`, then exit. A Ctrl-C that lands while the interpreter shuts down
+    (after the command finished, in an atexit hook) exits with 130 instead of printing a traceback."""
+    code = main()
+    signal.signal(signal.SIGINT, _interrupted_at_exit)
+    sys.exit(code)
+
+
+def _interrupted_at_exit(_signum, _frame) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -52,3 +52,31 @@ def test_overrides_may_stand_anywhere_among_the_options():
         with pytest.raises(SystemExit) as exc:
             parse_args(parser, argv.split())
         assert exc.value.code == 2
+
+
+def test_ctrl_c_while_the_interpreter_exits_is_exit_130_without_a_traceback(tmp_path):
+    """A SIGINT that lands in an atexit hook, after the command finished, as a Ctrl-C late in a run does."""
+    code = (
+        "import atexit, os, signal, sys\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+        "sys.argv = ['kglfr', 'train', '--resume', sys.argv[1]]\n"
+        "from kglfr.cli import entry\n"
+        "entry()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none")], capture_output=True, text=True,
+                         cwd=ROOT)  # fmt: skip
+    assert run.returncode == 130, run.stderr
+    assert "Traceback" not in run.stderr and "KeyboardInterrupt" not in run.stderr
+    assert run.stderr.count("error:") == 1  # the command's own one line
+
+
+def test_an_unwritable_output_is_one_line_with_advice(tmp_path):
+    import errno
+
+    from kglfr.cli import describe_os_error
+
+    line = describe_os_error(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "ro" / "x.npz")))
+    assert line == f"Permission denied: {tmp_path / 'ro' / 'x.npz'}; check its permissions or choose another location"
+    assert describe_os_error(OSError(errno.EROFS, "Read-only file system", "/mnt/x")).endswith(
+        "the file system is read-only; choose another location"
+    )
