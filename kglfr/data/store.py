@@ -124,6 +124,12 @@ class Store:
         return Path(self.manifest["root"])
 
     @property
+    def value_range(self) -> tuple[float, float] | None:
+        """The fixed range high bit-depth images were scaled from; None: per image, min-max."""
+        got = self.manifest.get("value_range")
+        return (float(got[0]), float(got[1])) if got else None
+
+    @property
     def size(self) -> tuple[int, int]:
         return self.manifest["height"], self.manifest["width"]
 

@@ -55,7 +55,12 @@ class PoseBackend(ABC):
 
     @abstractmethod
     def predict(self, images: np.ndarray, info: BatchInfo) -> PoseOutput:
-        """``images``: B x H x W x 3 uint8 RGB from the store."""
+        """``images``: B x H x W x 3 uint8 RGB (see ``pose_input_hw``)."""
+
+    def pose_input_hw(self, store_hw: tuple[int, int]) -> tuple[int, int] | None:
+        """The (H, W) the cache resizes each ORIGINAL image to before ``predict``; None: give the
+        backend the store's images as they are (a backend that does not look at pixels)."""
+        return None
 
 
 BackendFactory = Callable[..., PoseBackend]
