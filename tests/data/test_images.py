@@ -12,7 +12,7 @@ from kglfr.data.datasets import load_dataset
 from kglfr.data.images import decode_image
 from kglfr.data.store import Store, prepare_store
 from kglfr.errors import KglfrError
-from tests.layouts import make_custom
+from layouts import make_custom
 
 
 def _thermal(seed: int, lo: int = 20000, hi: int = 30000, hw=(40, 20)) -> np.ndarray:
