@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from layouts import make_custom
 from PIL import Image
 
 from kglfr.cli import main
@@ -12,7 +13,6 @@ from kglfr.data.datasets import load_dataset
 from kglfr.data.images import decode_image
 from kglfr.data.store import Store, prepare_store
 from kglfr.errors import KglfrError
-from layouts import make_custom
 
 
 def _thermal(seed: int, lo: int = 20000, hi: int = 30000, hw=(40, 20)) -> np.ndarray:
