@@ -215,6 +215,44 @@ def _memmaps(folder: Path, n: int, hw: tuple[int, int], mode: str) -> dict[str, 
 # Reading
 
 
+def _checked_meta(store: Store, backend: str | None, identity: str | None) -> tuple[Path, dict]:
+    """The folder and ``meta.json`` of the cache ``KeypointCache.open`` opens, after refusing a missing,
+    damaged, stale, incomplete or other backend's one, saying which command rebuilds it."""
+    folder = _find_folder(store, backend)
+    rerun = _rerun(store, backend)
+    if folder is None:
+        others = cache_backends(store)
+        if backend is not None and others:
+            raise KglfrError(
+                f"store {store.path} has no keypoint cache of backend {backend!r} (it has {', '.join(others)}); "
+                f"run 'kglfr keypoints --store {store.path} --backend {backend}'"
+            )
+        raise KglfrError(f"store {store.path} has no keypoint cache; run 'kglfr keypoints --store {store.path} "
+                         f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
+    meta = _read_meta(folder)
+    if meta is None or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {rerun}")
+    rerun = _rerun(store, backend or meta.get("backend"))
+    if meta.get("store_key") != store_key(store):
+        raise KglfrError(f"keypoint cache {folder} is stale: the store was prepared again (or changed) since; {rerun}")
+    if "pose_input" not in meta:
+        raise KglfrError(
+            f"keypoint cache {folder} is stale: it was made from the store's resized images by an older "
+            f"kglfr, keypoints now come from the original images; {rerun}"
+        )
+    if not meta.get("complete"):
+        raise KglfrError(f"keypoint cache {folder} is incomplete (an interrupted run); {rerun} to finish it")
+    if backend is not None and meta.get("backend") != backend:
+        raise KglfrError(f"keypoint cache {folder} was made by backend {meta.get('backend')!r}, not {backend!r}; "
+                         f"{rerun}")  # fmt: skip
+    if identity is not None and meta.get("identity") != identity:
+        raise KglfrError(
+            f"keypoint cache {folder} was made by another version of backend {meta.get('backend')!r} "
+            f"({meta.get('identity')}, expected {identity}); {rerun}"
+        )
+    return folder, meta
+
+
 class KeypointCache:
     """A complete, up-to-date keypoint cache opened for reading (memory-mapped).
 
@@ -249,40 +287,8 @@ class KeypointCache:
         one the cache was built with. ``verify``: check the data files' checksum (one read of the files).
         """
         store = _open_store(store)
-        folder = _find_folder(store, backend)
-        rerun = _rerun(store, backend)
-        if folder is None:
-            others = cache_backends(store)
-            if backend is not None and others:
-                raise KglfrError(
-                    f"store {store.path} has no keypoint cache of backend {backend!r} (it has {', '.join(others)}); "
-                    f"run 'kglfr keypoints --store {store.path} --backend {backend}'"
-                )
-            raise KglfrError(f"store {store.path} has no keypoint cache; run 'kglfr keypoints --store {store.path} "
-                             f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
-        meta = _read_meta(folder)
-        if meta is None or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {rerun}")
+        folder, meta = _checked_meta(store, backend, identity)
         rerun = _rerun(store, backend or meta.get("backend"))
-        if meta.get("store_key") != store_key(store):
-            raise KglfrError(
-                f"keypoint cache {folder} is stale: the store was prepared again (or changed) since; {rerun}"
-            )
-        if "pose_input" not in meta:
-            raise KglfrError(
-                f"keypoint cache {folder} is stale: it was made from the store's resized images by an older "
-                f"kglfr, keypoints now come from the original images; {rerun}"
-            )
-        if not meta.get("complete"):
-            raise KglfrError(f"keypoint cache {folder} is incomplete (an interrupted run); {rerun} to finish it")
-        if backend is not None and meta.get("backend") != backend:
-            raise KglfrError(f"keypoint cache {folder} was made by backend {meta.get('backend')!r}, not {backend!r}; "
-                             f"{rerun}")  # fmt: skip
-        if identity is not None and meta.get("identity") != identity:
-            raise KglfrError(
-                f"keypoint cache {folder} was made by another version of backend {meta.get('backend')!r} "
-                f"({meta.get('identity')}, expected {identity}); {rerun}"
-            )
         n = len(store)
         hw = tuple(meta["heatmap_hw"])
         if not _files_ok(folder, n, hw, with_done=False):
