@@ -32,7 +32,7 @@ from kglfr.data.datasets.base import VIDataset
 from kglfr.data.images import check_value_range, decode_image
 from kglfr.data.records import ImageRecord, Modality
 from kglfr.errors import StoreError
-from kglfr.io import LOCK_FILE, allocate, folder_lock, write_json_atomic
+from kglfr.io import LOCK_FILE, LockedError, allocate, folder_lock, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +336,8 @@ def prepare_store(
     try:
         with folder_lock(out, "store"):
             return _prepare_locked(dataset, out, height, width, skip_bad, force, workers, progress, value_range)
+    except LockedError:
+        raise  # the folder is the other process's now
     except BaseException:
         if created:  # leave nothing behind where nothing was
             (out / LOCK_FILE).unlink(missing_ok=True)
