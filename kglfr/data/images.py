@@ -24,6 +24,9 @@ from PIL import Image
 from kglfr.errors import KglfrError
 
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# Part of a store's fingerprint: stores decoded before high bit-depth images were scaled (where 16-bit
+# images came out white) are rebuilt once by the next ``prepare``.
+DECODER_VERSION = 2
 
 
 def check_value_range(value_range: tuple[float, float] | None) -> tuple[float, float] | None:

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from kglfr.data.datasets.base import VIDataset
-from kglfr.data.images import check_value_range, decode_image
+from kglfr.data.images import DECODER_VERSION, check_value_range, decode_image
 from kglfr.data.records import ImageRecord, Modality
 from kglfr.errors import StoreError
 from kglfr.io import LOCK_FILE, LockedError, allocate, folder_lock, write_json_atomic
@@ -300,8 +300,9 @@ def _source_stats(dataset: VIDataset) -> list[tuple[int, int]]:
 
 
 def _fingerprint(dataset: VIDataset, stats: list, height: int, width: int, value_range: tuple | None) -> str:
-    """What makes the pixels up to date: the source listing, the size and (if given) the value range."""
+    """What makes the pixels up to date: the source listing, the size, the decoder and the value range."""
     fingerprint = listing_fingerprint([r.relpath for r in dataset.records], stats) + f":{height}x{width}"
+    fingerprint += f":decoder{DECODER_VERSION}"
     return fingerprint + (f":range={value_range[0]:g},{value_range[1]:g}" if value_range else "")
 
 

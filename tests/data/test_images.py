@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -106,3 +109,18 @@ def test_value_range_is_checked():
     with pytest.raises(KglfrError, match="value_range must be two numbers"):
         check_value_range(("a", 1))
     assert check_value_range([1, 2]) == (1.0, 2.0)
+
+
+def test_a_store_decoded_before_16bit_scaling_is_rebuilt_once(tmp_path, caplog):
+    dataset = load_dataset("custom", _thermal_custom(tmp_path / "data"))
+    store, _ = prepare_store(dataset, tmp_path / "store", height=40, width=20, progress=False)
+    manifest_path = store.path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    old = manifest["fingerprint"].split(":decoder")[0]  # the fingerprint an older kglfr wrote
+    manifest_path.write_text(json.dumps({**manifest, "fingerprint": old}))
+    (store.path / "images.u8").write_bytes(b"\xff" * (store.path / "images.u8").stat().st_size)  # all white
+    rebuilt, _ = prepare_store(dataset, tmp_path / "store", height=40, width=20, progress=False)
+    assert rebuilt.images.min() == 0 and rebuilt.manifest["fingerprint"] != old
+    with caplog.at_level(logging.INFO, logger="kglfr.data.store"):
+        prepare_store(dataset, tmp_path / "store", height=40, width=20, progress=False)
+    assert "is up to date" in caplog.text
