@@ -23,13 +23,22 @@ percentile 0.055, mean cell error 0.0007); for scale, merely interpolating the 8
 instead of two gives 0.018. Transforming at 32 x 16 and resizing after, bilinearly, gives 0.148; an
 18 x 9 cache 0.375.
 
+The pose network sees each ORIGINAL image (the store manifest's source root + relpath, decoded as
+``prepare`` decodes it) resized straight to its input (``PoseBackend.pose_input_hw``: 320 x 160 for
+HRNet), not the store image scaled up; its heatmaps span the whole frame as the store image does, and
+its keypoints are scaled from input pixels to store-image pixels, so the files above are in the store's
+frame. A backend without pixels (the oracle) gets the store images; ``meta["pose_input"]`` records
+which ([H, W] or "store"), and a cache without it (made from store images by an older kglfr) is
+refused as stale. A source image that is missing or changed since ``prepare`` stops the run in one line.
+
 The cache is keyed to the store (its source-file fingerprint, image list and size) and to the
 backend's ``identity()`` (name, weights hash, options). ``KeypointCache.open(store)`` opens the only
 cache of the store, or the most recently finished one; ``backend="x"`` that backend's. A cache written
 before caches were kept per backend (the files directly in ``STORE/keypoints/``) is read where it is,
 and moved into its backend's folder by the next ``build_cache``. ``KeypointCache.open`` refuses a cache that is
 stale, incomplete, of another backend or damaged (sizes, checksum), saying to re-run ``kglfr keypoints``.
-An interrupted run resumes where it stopped: the data are written into memory maps, flushed, and only
+``build_cache`` holds the store's lock (``kglfr.io.folder_lock``, shared with ``prepare_store``) while it
+runs. An interrupted run resumes where it stopped: the data are written into memory maps, flushed, and only
 then marked in ``done.u8``; ``meta.json`` is always replaced atomically.
 """
 

@@ -1,7 +1,8 @@
 """The interface every pose backend implements, and the backend registry.
 
-A backend takes a batch of prepared-store images and returns COCO-17 heatmaps and keypoints in the
-coordinates of those images. Adding a backend is one file with ``@register_backend("name")``.
+A backend takes a batch of images (the originals resized to its ``pose_input_hw``, or the store's
+images) and returns COCO-17 heatmaps and keypoints in the coordinates of those images. Adding a
+backend is one file with ``@register_backend("name")``.
 """
 
 from __future__ import annotations

@@ -7,12 +7,13 @@ files saved as ``{"state_dict": ...}`` or from ``DataParallel`` (``module.`` pre
 with a warning naming the mapping. Files are read with ``torch.load(weights_only=True)``: no pickled
 code runs.
 
-Inference: each store image is resized with ``cv2`` to the network input (default 320 x 160, H x W),
-ImageNet-normalised, and run in batches under ``torch.inference_mode`` (fp16 autocast on CUDA). With
+Inference: the keypoint cache gives each ORIGINAL image already resized to the network input
+(``pose_input_hw``, default 320 x 160, H x W); other sizes are resized here with ``cv2``. Images are
+ImageNet-normalised and run in batches under ``torch.inference_mode`` (fp16 autocast on CUDA). With
 ``flip=True`` the horizontally flipped image is run too and its heatmaps flipped back (mirror, COCO
 left/right swap, one-cell shift as the official code) and averaged. Keypoints are decoded from the
 heatmaps as in the official ``get_final_preds`` (argmax + quarter-cell shift towards the higher
-neighbour; ``refine="dark"`` for DARK's Taylor refinement) and mapped to the store image's pixels;
+neighbour; ``refine="dark"`` for DARK's Taylor refinement) and mapped to the input image's pixels;
 confidence is the heatmap maximum clipped to [0, 1].
 
 Heatmaps: the raw network output, B x 17 x 80 x 40 for a 320 x 160 input, spanning the whole store
