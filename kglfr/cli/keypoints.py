@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 
 from kglfr.cli import add_command, fraction, positive_int
+from kglfr.cli.prepare import as_flags
 from kglfr.errors import KglfrError, StoreError
 from kglfr.keypoints.coco import VALID_THRESHOLD
 
 # The registered pose backends (kglfr.keypoints.backends), named here so that --help does not import
 # them (torch); tests/test_cli.py checks that they agree. An unknown name is refused by the registry.
 BACKEND_NAMES = ("blazepose", "hrnet", "oracle")
+
+# How the library's parameter advice reads as this command's flags.
+FLAGS = {
+    "force=True": "--force",
+    "batch_size": "--batch-size",
+    "device='cpu'": "--device cpu",
+    "device=": "--device ",
+    "takes no weights": "takes no --weights",
+    "weights=": "--weights ",
+}
 
 EXAMPLES = """
   kglfr keypoints --store stores/sysu --backend hrnet --weights pose_hrnet_w32_256x192.pth --device cuda
@@ -62,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KglfrError as e:
+        raise as_flags(e, FLAGS) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from kglfr.data.store import Store
     from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, build_cache, build_pose_backend, format_summary
 
@@ -89,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     cache = result.cache
-    state = "up to date" if result.computed == 0 else ("resumed and finished" if result.resumed else "written")
+    state = "resumed and finished" if result.resumed else "written"
+    state = "up to date (--force rebuilds it)" if result.computed == 0 else state
     print(f"keypoint cache {cache.path}: {len(cache)} images, backend {cache.backend}, {state}")
     print(format_summary(result.summary))
     total = len(cache)

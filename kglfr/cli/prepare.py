@@ -7,6 +7,26 @@ import sys
 
 from kglfr.cli import add_command, int_range, positive_int
 from kglfr.data.datasets import dataset_names, load_dataset
+from kglfr.errors import KglfrError
+
+# How the library's parameter advice reads as this command's flags.
+FLAGS = {
+    "force=True": "--force",
+    "skip_bad=True": "--skip-bad",
+    "another out folder": "another --out",
+    "value_range": "--bit-depth-range",
+}
+
+
+def as_flags(error: KglfrError, flags: dict[str, str]) -> KglfrError:
+    """``error`` with the parameters its message names worded as the command's ``flags``."""
+    message = str(error)
+    for param, flag in flags.items():
+        message = message.replace(param, flag)
+    out = type(error)(message)
+    out.__dict__.update(error.__dict__)
+    return out
+
 
 EXAMPLES = """
   kglfr prepare --dataset sysu --root ~/data/SYSU-MM01 --out stores/sysu
@@ -29,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (listed) instead of failing")
     p.add_argument("--force", action="store_true", help="rebuild even if the store is up to date")
     p.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: up to 4)")
+    p.add_argument("--bit-depth-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="16/32-bit images: map LO..HI to 0..255 (clipped) for every image; default: each "
+                   "image's own min..max. 8-bit images are read as they are")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -46,16 +69,20 @@ def run(args: argparse.Namespace) -> int:
 
     dataset = load_dataset(args.dataset, args.root, **dataset_options(args))
     print(dataset.summary())
-    store, bad = prepare_store(
-        dataset,
-        args.out,
-        height=args.height,
-        width=args.width,
-        skip_bad=args.skip_bad,
-        force=args.force,
-        workers=args.workers,
-        progress=True,
-    )
+    try:
+        store, bad = prepare_store(
+            dataset,
+            args.out,
+            height=args.height,
+            width=args.width,
+            skip_bad=args.skip_bad,
+            force=args.force,
+            workers=args.workers,
+            progress=True,
+            value_range=args.bit_depth_range,
+        )
+    except KglfrError as e:
+        raise as_flags(e, FLAGS) from None
     for b in bad:
         print(f"skipped {b.relpath}: {b.reason}", file=sys.stderr)
     print(f"store {store.path}: {len(store)} images of {store.size[0]}x{store.size[1]}, {len(bad)} skipped")

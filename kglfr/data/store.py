@@ -12,6 +12,7 @@ detected and refused. Training reads batches from here, never from JPEGs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,9 +29,10 @@ import numpy as np
 from PIL import Image
 
 from kglfr.data.datasets.base import VIDataset
+from kglfr.data.images import DECODER_VERSION, check_value_range, decode_image
 from kglfr.data.records import ImageRecord, Modality
 from kglfr.errors import StoreError
-from kglfr.io import allocate, write_json_atomic
+from kglfr.io import LOCK_FILE, LockedError, allocate, folder_lock, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +49,6 @@ RECORD_KEYS = ("relpath", "pid", "camera", "modality", "source_hw", "size", "mti
 class BadImage:
     relpath: str
     reason: str
-
-
-def decode_image(path: Path) -> np.ndarray:
-    """Decode an image file to H x W x 3 uint8 RGB; raises ``OSError`` for corrupt or truncated files."""
-    with Image.open(path) as im:
-        im.load()  # PIL raises here on truncated data, where cv2 would return a half-grey image
-        return np.asarray(im.convert("RGB"))
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -95,47 +90,26 @@ class Store:
     def open(cls, path: str | Path, check_sources: bool = True) -> Store:
         """Open a store; with ``check_sources`` refuse it if its source images changed."""
         path = Path(path).expanduser()
-        manifest_path = path / MANIFEST
-        if not path.is_dir():
-            raise StoreError(f"store {path} does not exist; create it with 'kglfr prepare --out {path} ...'")
-        if not manifest_path.is_file():
-            raise StoreError(f"{path} is not a prepared store (no {MANIFEST}); create it with 'kglfr prepare'")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise StoreError(f"{manifest_path} is damaged ({e}); re-run 'kglfr prepare'") from None
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise StoreError(
-                f"{path} is a store of another format or version "
-                f"({manifest.get('format')} v{manifest.get('version')}); re-run 'kglfr prepare'"
-            )
-        missing = [k for k in REQUIRED_KEYS if k not in manifest] or [
-            f"records.{k}" for k in RECORD_KEYS if k not in manifest["records"]
-        ]
-        if missing:
-            raise StoreError(f"{manifest_path} is damaged (no {', '.join(missing)}); re-run 'kglfr prepare'")
+        manifest = _read_manifest(path)
         n, h, w = int(manifest["count"]), int(manifest["height"]), int(manifest["width"])
-        columns = {f"records.{k}": manifest["records"][k] for k in RECORD_KEYS}
-        columns.update({f"trial_splits.{t}": v for t, v in manifest["trial_splits"].items()})
-        short = [f"{k} has {len(v) if isinstance(v, list) else 'no list'}" for k, v in columns.items()
-                 if not isinstance(v, list) or len(v) != n]  # fmt: skip
-        if short:
-            raise StoreError(
-                f"{manifest_path} is damaged (count is {n} but {', '.join(short[:3])}"
-                f"{' ...' if len(short) > 3 else ''}); re-run 'kglfr prepare --force'"
-            )
         pixels = path / PIXELS
         expected = n * h * w * 3
         if not pixels.is_file() or pixels.stat().st_size != expected:
             got = pixels.stat().st_size if pixels.is_file() else "no"
             raise StoreError(
-                f"{pixels} holds {got} bytes, expected {expected} for {n} images of {h}x{w}; "
-                "the store is damaged, re-run 'kglfr prepare'"
+                f"{pixels} holds {got} bytes, expected {expected} for {n} images of {h}x{w}; the store is damaged: "
+                "rebuild it with 'kglfr prepare --force' and the same options (without --force, prepare "
+                "finds the store up to date and keeps it)"
             )
         images = (
             np.memmap(pixels, dtype=np.uint8, mode="r", shape=(n, h, w, 3)) if n else np.zeros((0, h, w, 3), np.uint8)
         )
-        store = cls(path, manifest, images)
+        try:
+            store = cls(path, manifest, images)
+        except (TypeError, ValueError) as e:  # e.g. a pid that is not an integer
+            raise StoreError(
+                f"{path / MANIFEST} is damaged ({e}); rebuild the store with 'kglfr prepare --force'"
+            ) from None
         if check_sources:
             store.check_sources()
         return store
@@ -148,6 +122,12 @@ class Store:
     @property
     def root(self) -> Path:
         return Path(self.manifest["root"])
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        """The fixed range high bit-depth images were scaled from; None: per image, min-max."""
+        got = self.manifest.get("value_range")
+        return (float(got[0]), float(got[1])) if got else None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -216,17 +196,57 @@ class Store:
             )
 
 
+def _read_manifest(path: Path) -> dict:
+    """The checked manifest of the store at ``path``; ``StoreError`` saying what to do when it is damaged."""
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise StoreError(f"store {path} does not exist; create it with 'kglfr prepare --out {path} ...'")
+    if not manifest_path.is_file():
+        raise StoreError(f"{path} is not a prepared store (no {MANIFEST}); create it with 'kglfr prepare'")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{manifest_path} is damaged ({e}); re-run 'kglfr prepare --force'") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        got = manifest if isinstance(manifest, dict) else {}
+        raise StoreError(
+            f"{path} is a store of another format or version "
+            f"({got.get('format')} v{got.get('version')}); re-run 'kglfr prepare --force'"
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in manifest] or [
+        f"records.{k}" for k in RECORD_KEYS if k not in manifest["records"]
+    ]
+    if missing:
+        raise StoreError(f"{manifest_path} is damaged (no {', '.join(missing)}); re-run 'kglfr prepare --force'")
+    n = int(manifest["count"])
+    columns = {f"records.{k}": manifest["records"][k] for k in RECORD_KEYS}
+    columns.update({f"trial_splits.{t}": v for t, v in manifest["trial_splits"].items()})
+    short = [f"{k} has {len(v) if isinstance(v, list) else 'no list'}" for k, v in columns.items()
+             if not isinstance(v, list) or len(v) != n]  # fmt: skip
+    if short:
+        raise StoreError(
+            f"{manifest_path} is damaged (count is {n} but {', '.join(short[:3])}"
+            f"{' ...' if len(short) > 3 else ''}); re-run 'kglfr prepare --force'"
+        )
+    return manifest
+
+
 def _existing_manifest(out: Path) -> dict | None:
-    """The manifest of the store at ``out``, None if nothing is there; refuses a folder of other files."""
+    """The manifest of the store at ``out``, None if nothing is there (a lock file aside); refuses a
+    folder of other files, and a damaged manifest (``force=True`` rebuilds the store)."""
     if not out.exists():
         return None
     if (out / MANIFEST).is_file():
         try:
-            return json.loads((out / MANIFEST).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return {}  # a damaged store: rebuilt
-    if out.is_file() or any(out.iterdir()):
-        raise StoreError(f"{out} exists and is not a kglfr store; choose another --out or remove it")
+            manifest = json.loads((out / MANIFEST).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            manifest = {"error": str(e)}
+        if not isinstance(manifest, dict) or "dataset" not in manifest or "root" not in manifest:
+            why = manifest.get("error", "no dataset or root") if isinstance(manifest, dict) else "not an object"
+            raise StoreError(f"{out / MANIFEST} is damaged ({why}); pass force=True to rebuild the store")
+        return manifest
+    if out.is_file() or any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise StoreError(f"{out} exists and is not a kglfr store; choose another out folder or remove it")
     return None
 
 
@@ -245,7 +265,7 @@ def _reuse(out: Path, manifest: dict, dataset: VIDataset) -> Store:
     trial), rewrite the manifest's split fields and keep the pixels and the keypoint cache."""
     fields = _split_fields(dataset, manifest["records"]["relpath"])
     if all(manifest.get(k) == v for k, v in fields.items()):
-        log.info("store %s is up to date (%d images); use --force to rebuild", out, manifest["count"])
+        log.info("store %s is up to date (%d images); force=True rebuilds it", out, manifest["count"])
     else:
         write_json_atomic(out / MANIFEST, {**manifest, **fields})
         log.info("store %s: pixels up to date, split updated from the dataset's split files/options", out)
@@ -254,12 +274,14 @@ def _reuse(out: Path, manifest: dict, dataset: VIDataset) -> Store:
 
 def _swap_in(partial: Path, out: Path) -> None:
     """Move a finished store into place. A keypoint cache of the old store is carried over: it checks
-    its own key against the new store when opened, and is refused there if it no longer fits."""
+    its own key against the new store when opened, and is refused there if it no longer fits. The lock
+    file moves first, so the lock held on it stays on the store at ``out``."""
     if not out.exists():
         os.replace(partial, out)
         return
-    if (out / "keypoints").is_dir():
-        os.replace(out / "keypoints", partial / "keypoints")
+    for name in (LOCK_FILE, "keypoints"):
+        if (out / name).exists():
+            os.replace(out / name, partial / name)
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     os.replace(out, old)
@@ -277,6 +299,13 @@ def _source_stats(dataset: VIDataset) -> list[tuple[int, int]]:
     return stats
 
 
+def _fingerprint(dataset: VIDataset, stats: list, height: int, width: int, value_range: tuple | None) -> str:
+    """What makes the pixels up to date: the source listing, the size, the decoder and the value range."""
+    fingerprint = listing_fingerprint([r.relpath for r in dataset.records], stats) + f":{height}x{width}"
+    fingerprint += f":decoder{DECODER_VERSION}"
+    return fingerprint + (f":range={value_range[0]:g},{value_range[1]:g}" if value_range else "")
+
+
 def prepare_store(
     dataset: VIDataset,
     out: str | Path,
@@ -286,36 +315,69 @@ def prepare_store(
     force: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    value_range: tuple[float, float] | None = None,
 ) -> tuple[Store, list[BadImage]]:
     """Decode every image of ``dataset`` once into a store at ``out``.
 
     The store is built in ``out.partial`` and moved into place at the end, so an interrupted run
     never leaves a half-written store behind. An up-to-date store is left alone unless ``force``.
     Corrupt images raise ``StoreError`` naming every bad file, or are skipped with ``skip_bad``.
+    Images of more than 8 bits are scaled per image (min-max), or from ``value_range`` (lo, hi) to
+    0..255 (``kglfr.data.images``). The store is locked while this runs: a second process preparing
+    it (or building its keypoint cache) gets ``LockedError`` naming this one's pid.
     """
     out = Path(out).expanduser()
     for name, value in (("height", height), ("width", width)):
         if not 1 <= int(value) <= MAX_SIDE:
             raise StoreError(f"image {name} {value} is out of range; choose 1..{MAX_SIDE} (288x144 is the default)")
+    value_range = check_value_range(value_range)
+    if out.is_file() or (out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir())):
+        _existing_manifest(out)  # refuses a folder of other files before the lock creates anything
+    created = not out.exists()
+    try:
+        with folder_lock(out, "store"):
+            return _prepare_locked(dataset, out, height, width, skip_bad, force, workers, progress, value_range)
+    except LockedError:
+        raise  # the folder is the other process's now
+    except BaseException:
+        if created:  # leave nothing behind where nothing was
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _prepare_locked(
+    dataset: VIDataset,
+    out: Path,
+    height: int,
+    width: int,
+    skip_bad: bool,
+    force: bool,
+    workers: int | None,
+    progress: bool,
+    value_range: tuple[float, float] | None,
+) -> tuple[Store, list[BadImage]]:
+    """``prepare_store``'s work, with the store locked."""
     root = dataset.root.resolve()
     stats = _source_stats(dataset)
-    fingerprint = listing_fingerprint([r.relpath for r in dataset.records], stats) + f":{height}x{width}"
-    old = _existing_manifest(out)
-    if old is not None and not force:
+    fingerprint = _fingerprint(dataset, stats, height, width, value_range)
+    old = None if force else _existing_manifest(out)  # with force, a damaged manifest is simply replaced
+    if old is not None:
         if old.get("fingerprint") == fingerprint and old.get("root") == str(root):
             return _reuse(out, old, dataset), [BadImage(**b) for b in old.get("skipped", [])]
         if (old.get("dataset"), old.get("root")) != (dataset.name, str(root)):
             raise StoreError(
                 f"{out} is a store of {old.get('dataset')} at {old.get('root')}, not of {dataset.name} at {root}; "
-                "choose another --out, or pass --force to replace it"
+                "choose another out folder, or pass force=True to replace it"
             )
-
     partial = out.with_name(out.name + ".partial")
     _recover_keypoints(partial, out)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        bad = _build(dataset, root, partial, stats, fingerprint, height, width, skip_bad, workers, progress)
+        options = {"height": height, "width": width, "value_range": value_range}
+        bad = _build(dataset, root, partial, stats, fingerprint, options, skip_bad, workers, progress)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # no half-written store is left behind
         raise
@@ -337,52 +399,62 @@ def _build(
     partial: Path,
     stats: list[tuple[int, int]],
     fingerprint: str,
-    height: int,
-    width: int,
+    options: dict,
     skip_bad: bool,
     workers: int | None,
     progress: bool,
 ) -> list[BadImage]:
-    """Decode the images into ``partial`` and write its manifest (``prepare_store``'s work)."""
+    """Decode the images into ``partial`` and write its manifest (``prepare_store``'s work).
+    ``options``: ``height``, ``width``, ``value_range``."""
     records = dataset.records
     n = len(records)
+    height, width = options["height"], options["width"]
     shape = (max(n, 1), height, width, 3)
     out = partial.with_name(partial.name.removesuffix(".partial"))
     allocate(partial / PIXELS, int(np.prod(shape)), f"store {out} ({n} images of {height}x{width})")
     mm = np.memmap(partial / PIXELS, dtype=np.uint8, mode="r+", shape=shape)
     source_hw = np.zeros((n, 2), dtype=np.int64)
     t0 = time.perf_counter()
-    bad = _decode_into(records, root, mm, source_hw, workers or min(4, os.cpu_count() or 1), progress)
+    workers = workers or min(4, os.cpu_count() or 1)
+    bad = _decode_into(records, root, mm, source_hw, workers, progress, options["value_range"])
     if bad and not skip_bad:
         listing = "; ".join(f"{b.relpath} ({b.reason})" for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise StoreError(f"{len(bad)} unreadable image(s) in {root}: {listing}. Fix or remove them, or pass --skip-bad")
-
-    keep = np.ones(n, dtype=bool)
+        raise StoreError(
+            f"{len(bad)} unreadable image(s) in {root}: {listing}. Fix or remove them, or pass skip_bad=True"
+        )
     bad_set = {b.relpath for b in bad}
-    for i, r in enumerate(records):
-        keep[i] = r.relpath not in bad_set
-    kept = np.flatnonzero(keep)
+    kept = np.flatnonzero([r.relpath not in bad_set for r in records]).astype(np.int64)
     if len(kept) != n:  # compact the pixel file over the skipped images
         for dst, src in enumerate(kept):
             if dst != src:
                 mm[dst] = mm[src]
     mm.flush()
     del mm
-    count = len(kept)
     with open(partial / PIXELS, "r+b") as f:
-        f.truncate(count * height * width * 3)
+        f.truncate(len(kept) * height * width * 3)
+    manifest = _manifest(dataset, root, kept, source_hw, stats, fingerprint, options, bad)
+    write_json_atomic(partial / MANIFEST, manifest)
+    dt = time.perf_counter() - t0
+    log.info("prepared %d images in %.1f s (%.0f images/s)", len(kept), dt, n / max(dt, 1e-9))
+    return bad
 
-    manifest = {
+
+def _manifest(dataset, root, kept, source_hw, stats, fingerprint, options, bad) -> dict:
+    """The manifest of a store holding the images ``kept`` (indices into ``dataset.records``)."""
+    records = dataset.records
+    value_range = options["value_range"]
+    return {
         "format": FORMAT,
         "version": VERSION,
         "dataset": dataset.name,
         "root": str(root),
         "trial": dataset.trial,
-        "height": height,
-        "width": width,
-        "count": count,
+        "height": options["height"],
+        "width": options["width"],
+        "count": len(kept),
         "fingerprint": fingerprint,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "value_range": list(value_range) if value_range else None,
         "records": {
             "relpath": [records[i].relpath for i in kept],
             "pid": [records[i].pid for i in kept],
@@ -395,10 +467,6 @@ def _build(
         **_split_fields(dataset, [records[i].relpath for i in kept]),
         "skipped": [b.__dict__ for b in bad],
     }
-    write_json_atomic(partial / MANIFEST, manifest)
-    dt = time.perf_counter() - t0
-    log.info("prepared %d images in %.1f s (%.0f images/s)", count, dt, n / max(dt, 1e-9))
-    return bad
 
 
 def _decode_into(
@@ -408,13 +476,14 @@ def _decode_into(
     source_hw: np.ndarray,
     workers: int,
     progress: bool,
+    value_range: tuple[float, float] | None = None,
 ) -> list[BadImage]:
     """Decode and resize ``records`` into ``out`` in parallel (PIL and cv2 release the GIL)."""
     height, width = out.shape[1:3]
 
     def load(i: int) -> str | None:
         try:
-            image = decode_image(records[i].path(root))
+            image = decode_image(records[i].path(root), value_range)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             return f"{type(e).__name__}: {e}"
         source_hw[i] = image.shape[:2]

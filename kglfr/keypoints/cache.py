@@ -23,13 +23,22 @@ percentile 0.055, mean cell error 0.0007); for scale, merely interpolating the 8
 instead of two gives 0.018. Transforming at 32 x 16 and resizing after, bilinearly, gives 0.148; an
 18 x 9 cache 0.375.
 
+The pose network sees each ORIGINAL image (the store manifest's source root + relpath, decoded as
+``prepare`` decodes it) resized straight to its input (``PoseBackend.pose_input_hw``: 320 x 160 for
+HRNet), not the store image scaled up; its heatmaps span the whole frame as the store image does, and
+its keypoints are scaled from input pixels to store-image pixels, so the files above are in the store's
+frame. A backend without pixels (the oracle) gets the store images; ``meta["pose_input"]`` records
+which ([H, W] or "store"), and a cache without it (made from store images by an older kglfr) is
+refused as stale. A source image that is missing or changed since ``prepare`` stops the run in one line.
+
 The cache is keyed to the store (its source-file fingerprint, image list and size) and to the
 backend's ``identity()`` (name, weights hash, options). ``KeypointCache.open(store)`` opens the only
 cache of the store, or the most recently finished one; ``backend="x"`` that backend's. A cache written
 before caches were kept per backend (the files directly in ``STORE/keypoints/``) is read where it is,
 and moved into its backend's folder by the next ``build_cache``. ``KeypointCache.open`` refuses a cache that is
 stale, incomplete, of another backend or damaged (sizes, checksum), saying to re-run ``kglfr keypoints``.
-An interrupted run resumes where it stopped: the data are written into memory maps, flushed, and only
+``build_cache`` holds the store's lock (``kglfr.io.folder_lock``, shared with ``prepare_store``) while it
+runs. An interrupted run resumes where it stopped: the data are written into memory maps, flushed, and only
 then marked in ``done.u8``; ``meta.json`` is always replaced atomically.
 """
 
@@ -43,15 +52,17 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kglfr.data.images import decode_image
 from kglfr.data.records import Modality
-from kglfr.data.store import Store
+from kglfr.data.store import Store, resize
 from kglfr.errors import KglfrError, StoreError
-from kglfr.io import allocate, check_free_space, write_json_atomic
+from kglfr.io import allocate, check_free_space, folder_lock, write_json_atomic
 from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, build_backend
 from kglfr.keypoints.heatmaps import dequantise, quantise, resize_maps
 from kglfr.keypoints.skeleton import (
@@ -74,6 +85,7 @@ META = "meta.json"
 SUMMARY = "summary.json"
 DEFAULT_HEATMAP_HW = (32, 16)
 MAX_BYTES_PER_IMAGE = 8192
+STORE_IMAGES = "store"  # meta["pose_input"] of a backend given the store's images (the oracle)
 
 
 @dataclass(frozen=True)
@@ -212,6 +224,44 @@ def _memmaps(folder: Path, n: int, hw: tuple[int, int], mode: str) -> dict[str, 
 # Reading
 
 
+def _checked_meta(store: Store, backend: str | None, identity: str | None) -> tuple[Path, dict]:
+    """The folder and ``meta.json`` of the cache ``KeypointCache.open`` opens, after refusing a missing,
+    damaged, stale, incomplete or other backend's one, saying which command rebuilds it."""
+    folder = _find_folder(store, backend)
+    rerun = _rerun(store, backend)
+    if folder is None:
+        others = cache_backends(store)
+        if backend is not None and others:
+            raise KglfrError(
+                f"store {store.path} has no keypoint cache of backend {backend!r} (it has {', '.join(others)}); "
+                f"run 'kglfr keypoints --store {store.path} --backend {backend}'"
+            )
+        raise KglfrError(f"store {store.path} has no keypoint cache; run 'kglfr keypoints --store {store.path} "
+                         f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
+    meta = _read_meta(folder)
+    if meta is None or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {rerun}")
+    rerun = _rerun(store, backend or meta.get("backend"))
+    if meta.get("store_key") != store_key(store):
+        raise KglfrError(f"keypoint cache {folder} is stale: the store was prepared again (or changed) since; {rerun}")
+    if "pose_input" not in meta:
+        raise KglfrError(
+            f"keypoint cache {folder} is stale: it was made from the store's resized images by an older "
+            f"kglfr, keypoints now come from the original images; {rerun}"
+        )
+    if not meta.get("complete"):
+        raise KglfrError(f"keypoint cache {folder} is incomplete (an interrupted run); {rerun} to finish it")
+    if backend is not None and meta.get("backend") != backend:
+        raise KglfrError(f"keypoint cache {folder} was made by backend {meta.get('backend')!r}, not {backend!r}; "
+                         f"{rerun}")  # fmt: skip
+    if identity is not None and meta.get("identity") != identity:
+        raise KglfrError(
+            f"keypoint cache {folder} was made by another version of backend {meta.get('backend')!r} "
+            f"({meta.get('identity')}, expected {identity}); {rerun}"
+        )
+    return folder, meta
+
+
 class KeypointCache:
     """A complete, up-to-date keypoint cache opened for reading (memory-mapped).
 
@@ -246,35 +296,8 @@ class KeypointCache:
         one the cache was built with. ``verify``: check the data files' checksum (one read of the files).
         """
         store = _open_store(store)
-        folder = _find_folder(store, backend)
-        rerun = _rerun(store, backend)
-        if folder is None:
-            others = cache_backends(store)
-            if backend is not None and others:
-                raise KglfrError(
-                    f"store {store.path} has no keypoint cache of backend {backend!r} (it has {', '.join(others)}); "
-                    f"run 'kglfr keypoints --store {store.path} --backend {backend}'"
-                )
-            raise KglfrError(f"store {store.path} has no keypoint cache; run 'kglfr keypoints --store {store.path} "
-                             f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
-        meta = _read_meta(folder)
-        if meta is None or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {rerun}")
+        folder, meta = _checked_meta(store, backend, identity)
         rerun = _rerun(store, backend or meta.get("backend"))
-        if meta.get("store_key") != store_key(store):
-            raise KglfrError(
-                f"keypoint cache {folder} is stale: the store was prepared again (or changed) since; {rerun}"
-            )
-        if not meta.get("complete"):
-            raise KglfrError(f"keypoint cache {folder} is incomplete (an interrupted run); {rerun} to finish it")
-        if backend is not None and meta.get("backend") != backend:
-            raise KglfrError(f"keypoint cache {folder} was made by backend {meta.get('backend')!r}, not {backend!r}; "
-                             f"{rerun}")  # fmt: skip
-        if identity is not None and meta.get("identity") != identity:
-            raise KglfrError(
-                f"keypoint cache {folder} was made by another version of backend {meta.get('backend')!r} "
-                f"({meta.get('identity')}, expected {identity}); {rerun}"
-            )
         n = len(store)
         hw = tuple(meta["heatmap_hw"])
         if not _files_ok(folder, n, hw, with_done=False):
@@ -356,7 +379,7 @@ def check_device(device: str) -> None:
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise KglfrError(f"unknown device {device!r}; use cpu or cuda")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise KglfrError(f"--device {device} was asked for but no CUDA device is available; use --device cpu")
+        raise KglfrError(f"device={device!r} was asked for but no CUDA device is available; use device='cpu'")
 
 
 def build_pose_backend(name: str, store: Store, weights: str | Path | None = None, device: str = "cpu") -> PoseBackend:
@@ -393,34 +416,81 @@ def build_cache(
 ) -> BuildResult:
     """Run ``backend`` over every image of ``store`` and write ``STORE/keypoints`` (see the module doc).
 
+    The backend sees each ORIGINAL image (the store's source root + relpath) resized to its
+    ``pose_input_hw`` (HRNet: 320 x 160), or the store's images for a backend without one (the oracle);
+    its heatmaps and keypoints are then expressed in the store image's frame.
     An up-to-date cache is left alone unless ``force``, and one that differs only in ``threshold`` gets
     its part validity recomputed without the backend; both only after its checksum is verified: a
     damaged cache is rebuilt, with a warning. An interrupted one with the same settings is resumed.
-    ``max_images`` stops after that many new images (to test resuming).
+    ``max_images`` stops after that many new images (to test resuming). The store is locked meanwhile:
+    a second process gets ``LockedError`` naming this one's pid.
     """
     store = _open_store(store)
-    n = len(store)
-    if n == 0 or not (store.path / "images.u8").is_file():
+    hw = _check_build_options(store, heatmap_size, batch_size, threshold)
+    input_hw = backend.pose_input_hw(store.size)
+    if input_hw is not None and not store.root.is_dir():
+        raise KglfrError(
+            f"the source images of store {store.path} are not at {store.root}; keypoints are computed from the "
+            "original images: put the dataset back there, or prepare the store again from where it is"
+        )
+    want = _wanted_meta(store, backend, hw, head, head_point, threshold, input_hw)
+    with folder_lock(store.path, "store"):
+        _migrate_legacy(store)
+        folder = cache_folder(store, backend.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        found = _reuse_or_start(store, folder, want, force)
+        if isinstance(found, BuildResult):
+            return found
+        meta, resumed = found
+        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(len(store),))
+        todo = np.flatnonzero(done == 0)[:max_images]
+        if resumed:
+            log.info("resuming keypoint cache %s: %d of %d images left", folder, len(todo), len(store))
+        run = _Run(store, backend, hw, head, head_point, input_hw)
+        run.fill(_memmaps(folder, len(store), hw, "r+"), done, todo, batch_size, progress, commit_seconds)
+        if not done.all():  # stopped early on purpose (max_images)
+            return BuildResult(None, {}, len(todo), resumed)
+        del done
+        cache, summary = _finish(store, folder, meta)
+        return BuildResult(cache, summary, len(todo), resumed)
+
+
+def _check_build_options(
+    store: Store, heatmap_size: tuple[int, int], batch_size: int, threshold: float
+) -> tuple[int, int]:
+    """Refuse an empty store and bad options before anything is written; the heatmap size as ints."""
+    if len(store) == 0 or not (store.path / "images.u8").is_file():
         raise StoreError(f"store {store.path} holds no images; prepare it from a dataset with images first")
     hw = (int(heatmap_size[0]), int(heatmap_size[1]))
     if bytes_per_image(hw) > MAX_BYTES_PER_IMAGE:
         raise KglfrError(f"heatmaps of {hw[0]}x{hw[1]} take {bytes_per_image(hw)} bytes per image; "
                          f"the cache allows {MAX_BYTES_PER_IMAGE}")  # fmt: skip
     if batch_size < 1:
-        raise KglfrError("--batch-size must be at least 1")
+        raise KglfrError("batch_size must be at least 1")
     if not np.isfinite(threshold) or threshold < 0:
         raise KglfrError(f"the confidence threshold must be a number from 0 to 1, got {threshold}")
-    _migrate_legacy(store)
-    folder = cache_folder(store, backend.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    want = {
+    return hw
+
+
+def _wanted_meta(
+    store: Store,
+    backend: PoseBackend,
+    hw: tuple[int, int],
+    head: str,
+    head_point: str,
+    threshold: float,
+    input_hw: tuple[int, int] | None,
+) -> dict:
+    """The settings a cache must have been built with to be reused (``meta.json`` less its progress)."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "store_key": store_key(store),
-        "count": n,
+        "count": len(store),
         "image_hw": list(store.size),
         "backend": backend.name,
         "identity": backend.identity(),
+        "pose_input": STORE_IMAGES if input_hw is None else [int(input_hw[0]), int(input_hw[1])],
         "heatmap_hw": list(hw),
         "head": head,
         "head_point": head_point,
@@ -428,6 +498,12 @@ def build_cache(
         "keypoints": list(KEYPOINTS),
         "parts": list(PARTS),
     }
+
+
+def _reuse_or_start(store: Store, folder: Path, want: dict, force: bool) -> BuildResult | tuple[dict, bool]:
+    """The result when the cache in ``folder`` is up to date (or needs only a new threshold); else the
+    meta of the run to do and whether it resumes an interrupted one (new files are allocated if not)."""
+    n, hw, threshold = want["count"], tuple(want["heatmap_hw"]), want["threshold"]
     old = _read_meta(folder)
     same_but_threshold = old is not None and all(old.get(k) == v for k, v in want.items() if k != "threshold")
     same = same_but_threshold and old.get("threshold") == threshold
@@ -438,64 +514,116 @@ def build_cache(
         if _checksum(folder, hw) == old.get("checksum"):
             if not same:
                 return _rethreshold(store, folder, old, threshold)
-            log.info("keypoint cache %s is up to date (%s); use --force to rebuild", folder, backend.name)
-            cache = KeypointCache.open(store, backend.name, want["identity"], verify=False)
+            log.info("keypoint cache %s is up to date (%s); force=True rebuilds it", folder, want["backend"])
+            cache = KeypointCache.open(store, want["backend"], want["identity"], verify=False)
             return BuildResult(cache, cache.summary(), 0, False)
         log.warning("keypoint cache %s is damaged (checksum mismatch); rebuilding it", folder)
         damaged = True
-    resumed = same and files_ok and not force and not damaged  # an interrupted run with these settings
-    if not resumed:
-        if old is not None and not same and not damaged:
-            log.info("replacing keypoint cache %s (%s, %s)", folder, old.get("backend"), old.get("identity"))
-        _allocate_files(folder, n, hw, want)
-        meta = _read_meta(folder)
-        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
-    else:
-        meta = old
-        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(n,))
-    arrays = _memmaps(folder, n, hw, "r+")
-    todo = np.flatnonzero(done == 0)
-    if max_images is not None:
-        todo = todo[:max_images]
-    if resumed:
-        log.info("resuming keypoint cache %s: %d of %d images left", folder, len(todo), n)
+    if same and files_ok and not force and not damaged:  # an interrupted run with these settings
+        return old, True
+    if old is not None and not same and not damaged:
+        log.info("replacing keypoint cache %s (%s, %s)", folder, old.get("backend"), old.get("identity"))
+    _allocate_files(folder, n, hw, want)
+    return _read_meta(folder), False
 
-    from tqdm import tqdm
 
-    bar = tqdm(total=n, initial=n - int((done == 0).sum()), desc=f"keypoints ({backend.name})", unit="img",
-               disable=not progress, mininterval=1.0, dynamic_ncols=True)  # fmt: skip
-    pending: list[np.ndarray] = []
-    last_commit = time.monotonic()
+@dataclass
+class _Run:
+    """One pass of a backend over the images of a store (``build_cache``'s loop)."""
 
-    def commit() -> None:
-        if not pending:
-            return
-        for a in arrays.values():
-            a.flush()
-        done[np.concatenate(pending)] = 1
-        done.flush()
-        pending.clear()
+    store: Store
+    backend: PoseBackend
+    hw: tuple[int, int]
+    head: str
+    head_point: str
+    input_hw: tuple[int, int] | None
 
+    def fill(self, arrays: dict, done: np.ndarray, todo: np.ndarray, batch_size: int, progress: bool,
+             commit_seconds: float) -> None:  # fmt: skip
+        """Predict the rows ``todo`` into ``arrays`` in batches; flush, then mark them in ``done``
+        at least every ``commit_seconds`` (and at the end, also when interrupted)."""
+        from tqdm import tqdm
+
+        n = len(done)
+        bar = tqdm(total=n, initial=n - int((done == 0).sum()), desc=f"keypoints ({self.backend.name})",
+                   unit="img", disable=not progress, mininterval=1.0, dynamic_ncols=True)  # fmt: skip
+        pending: list[np.ndarray] = []
+        last_commit = time.monotonic()
+
+        def commit() -> None:
+            if not pending:
+                return
+            for a in arrays.values():
+                a.flush()
+            done[np.concatenate(pending)] = 1
+            done.flush()
+            pending.clear()
+
+        try:
+            with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+                for start in range(0, len(todo), batch_size):
+                    idx = todo[start : start + batch_size]
+                    for name, value in self.predict_rows(idx, pool).items():
+                        arrays[name][idx] = value
+                    pending.append(idx)
+                    bar.update(len(idx))
+                    if time.monotonic() - last_commit >= commit_seconds:
+                        commit()
+                        last_commit = time.monotonic()
+        finally:
+            commit()
+            bar.close()
+
+    def pose_images(self, idx: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
+        """What the backend sees: the original images resized to its input, or the store's images."""
+        if self.input_hw is None:
+            return self.store.read_batch(idx)
+        return np.stack(list(pool.map(lambda i: source_image(self.store, int(i), self.input_hw), idx)))
+
+    def predict_rows(self, idx: np.ndarray, pool: ThreadPoolExecutor) -> dict[str, np.ndarray]:
+        """Heatmaps, scales, keypoints and part centres of the images at ``idx``, in the store image's
+        frame; part validity is left to ``_finish`` (it depends on the threshold only)."""
+        store, backend = self.store, self.backend
+        images = self.pose_images(idx, pool)
+        info = BatchInfo(relpaths=[store.relpaths[i] for i in idx], source_hw=store.source_hw[idx], root=store.root)
+        out = backend.predict(images, info)
+        b = len(idx)
+        hm = np.asarray(out.heatmaps, np.float32)
+        kp = np.asarray(out.keypoints, np.float32)
+        if hm.ndim != 4 or hm.shape[:2] != (b, len(COCO17)) or kp.shape != (b, len(COCO17), 3):
+            raise KglfrError(
+                f"pose backend {backend.name!r} returned heatmaps {hm.shape} and keypoints {kp.shape} for {b} "
+                "images; expected B x 17 x h x w and B x 17 x 3"
+            )
+        hm = np.nan_to_num(hm, nan=0.0, posinf=1.0, neginf=0.0)
+        kp = np.nan_to_num(kp, nan=0.0)
+        if self.input_hw is not None:  # input pixels -> store pixels (the heatmaps span the frame either way)
+            kp[..., 0] *= np.float32(store.size[1] / self.input_hw[1])
+            kp[..., 1] *= np.float32(store.size[0] / self.input_hw[0])
+        maps13 = coco_to_13_heatmaps(hm, self.head)
+        q, scales = quantise(resize_maps(maps13, self.hw))
+        kp13 = coco_to_13_keypoints(kp, self.head_point)
+        centres, _ = part_centres(kp13)
+        return {"heatmaps": q, "scales": scales, "coords": kp13, "parts": centres}
+
+
+def source_image(store: Store, i: int, input_hw: tuple[int, int]) -> np.ndarray:
+    """Image ``i`` of ``store`` decoded from its source file (as ``prepare`` decoded it) and resized to
+    ``input_hw``; ``KglfrError`` in one line when the file is missing, changed or unreadable."""
+    path = store.root / store.relpaths[i]
+    cols = store.manifest["records"]
+    redo = f"prepare the store again ('kglfr prepare ... --out {store.path}'), then re-run 'kglfr keypoints'"
     try:
-        for start in range(0, len(todo), batch_size):
-            idx = todo[start : start + batch_size]
-            rows = _predict_rows(store, backend, idx, hw, head, head_point)
-            for name, value in rows.items():
-                arrays[name][idx] = value
-            pending.append(idx)
-            bar.update(len(idx))
-            if time.monotonic() - last_commit >= commit_seconds:
-                commit()
-                last_commit = time.monotonic()
-    finally:
-        commit()
-        bar.close()
-
-    if not done.all():  # stopped early on purpose (max_images)
-        return BuildResult(None, {}, len(todo), resumed)
-    arrays.clear()
-    cache, summary = _finish(store, folder, meta)
-    return BuildResult(cache, summary, len(todo), resumed)
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) != (cols["size"][i], cols["mtime_ns"][i]):
+            raise KglfrError(f"source image {path} changed since store {store.path} was prepared; {redo}")
+        image = decode_image(path, store.value_range)
+    except (OSError, ValueError) as e:
+        raise KglfrError(
+            f"cannot read source image {path} ({getattr(e, 'strerror', None) or e}); keypoints are computed "
+            f"from the original images: restore it, or {redo}"
+        ) from None
+    return resize(image, int(input_hw[0]), int(input_hw[1]))
 
 
 def _allocate_files(folder: Path, n: int, hw: tuple[int, int], want: dict) -> None:
@@ -555,36 +683,6 @@ def _rethreshold(store: Store, folder: Path, meta: dict, threshold: float) -> Bu
     write_json_atomic(folder / META, meta)
     cache, summary = _finish(store, folder, meta)
     return BuildResult(cache, summary, 0, False)
-
-
-def _predict_rows(
-    store: Store,
-    backend: PoseBackend,
-    idx: np.ndarray,
-    hw: tuple[int, int],
-    head: str,
-    head_point: str,
-) -> dict[str, np.ndarray]:
-    """Heatmaps, scales, keypoints and part centres of the images at ``idx``; part validity is left to
-    ``_finish`` (it depends on the threshold only, and is computed once, over every image)."""
-    images = store.read_batch(idx)
-    info = BatchInfo(relpaths=[store.relpaths[i] for i in idx], source_hw=store.source_hw[idx], root=store.root)
-    out = backend.predict(images, info)
-    b = len(idx)
-    hm = np.asarray(out.heatmaps, np.float32)
-    kp = np.asarray(out.keypoints, np.float32)
-    if hm.ndim != 4 or hm.shape[:2] != (b, len(COCO17)) or kp.shape != (b, len(COCO17), 3):
-        raise KglfrError(
-            f"pose backend {backend.name!r} returned heatmaps {hm.shape} and keypoints {kp.shape} for {b} "
-            "images; expected B x 17 x h x w and B x 17 x 3"
-        )
-    hm = np.nan_to_num(hm, nan=0.0, posinf=1.0, neginf=0.0)
-    kp = np.nan_to_num(kp, nan=0.0)
-    maps13 = coco_to_13_heatmaps(hm, head)
-    q, scales = quantise(resize_maps(maps13, hw))
-    kp13 = coco_to_13_keypoints(kp, head_point)
-    centres, _ = part_centres(kp13)
-    return {"heatmaps": q, "scales": scales, "coords": kp13, "parts": centres}
 
 
 def summarise(part_valid: np.ndarray, modalities: np.ndarray, backend: str, threshold: float) -> dict:

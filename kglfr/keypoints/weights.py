@@ -48,7 +48,7 @@ MEDIAPIPE_WHEEL_PLATFORM = ("manylinux_2_28_x86_64", "3.11")
 
 BLAZEPOSE_MISSING = (
     "blazepose model not found; run `kglfr keypoints --fetch-model` (downloads the mediapipe "
-    f"{MEDIAPIPE_VERSION} wheel from PyPI) or pass --weights FILE"
+    f"{MEDIAPIPE_VERSION} wheel from PyPI) or pass weights=FILE"
 )
 
 
@@ -74,7 +74,7 @@ def hrnet_weights_path(weights: str | Path | None = None, arch: str = "w32", tra
     p = kglfr_home() / name
     if p.is_file():
         return p
-    raise KglfrError(f"hrnet weights not found: pass --weights {name} or put it at {p}; {hint}")
+    raise KglfrError(f"hrnet weights not found: pass weights={name} or put it at {p}; {hint}")
 
 
 def _installed_mediapipe_model() -> Path | None:
@@ -156,7 +156,7 @@ def fetch_blazepose_model(dest_dir: str | Path | None = None, python: str | None
             last = lines[-1] if lines else f"exit code {proc.returncode}"
             raise KglfrError(
                 f"pip download mediapipe=={MEDIAPIPE_VERSION} failed ({last}); on an offline machine, copy "
-                f"{BLAZEPOSE_FILE} (sha256 {BLAZEPOSE_SHA256[:16]}...) to {out} or pass --weights FILE"
+                f"{BLAZEPOSE_FILE} (sha256 {BLAZEPOSE_SHA256[:16]}...) to {out} or pass weights=FILE"
             )
         path = extract_blazepose_model(wheels[0], dest_dir)
         log.info("blazepose model written to %s", path)

@@ -74,7 +74,7 @@ def test_oracle_renders_ground_truth_at_store_scale(built):
 def test_oracle_without_sidecar_says_it_needs_a_synthetic_dataset(tmp_path):
     with pytest.raises(KglfrError, match=r"oracle backend needs a synthetic dataset \(made by 'kglfr synth'\)"):
         OracleBackend(root=tmp_path).identity()
-    with pytest.raises(KglfrError, match="takes no --weights"):
+    with pytest.raises(KglfrError, match="takes no weights"):
         OracleBackend(root=tmp_path, weights="w.pth")
 
 
@@ -361,7 +361,7 @@ def test_cli_bad_input_gives_one_line(built, tmp_path, capsys):
 
     (plain / "images.u8").unlink()
     err = _error(["keypoints", "--store", str(plain), "--backend", "oracle"], capsys)
-    assert "images.u8" in err and "re-run 'kglfr prepare'" in err
+    assert "images.u8" in err and "'kglfr prepare --force'" in err
 
 
 def test_empty_store_raises_store_error(built, tmp_path):

@@ -1,7 +1,8 @@
 """The interface every pose backend implements, and the backend registry.
 
-A backend takes a batch of prepared-store images and returns COCO-17 heatmaps and keypoints in the
-coordinates of those images. Adding a backend is one file with ``@register_backend("name")``.
+A backend takes a batch of images (the originals resized to its ``pose_input_hw``, or the store's
+images) and returns COCO-17 heatmaps and keypoints in the coordinates of those images. Adding a
+backend is one file with ``@register_backend("name")``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ class PoseBackend(ABC):
 
     @abstractmethod
     def predict(self, images: np.ndarray, info: BatchInfo) -> PoseOutput:
-        """``images``: B x H x W x 3 uint8 RGB from the store."""
+        """``images``: B x H x W x 3 uint8 RGB (see ``pose_input_hw``)."""
+
+    def pose_input_hw(self, store_hw: tuple[int, int]) -> tuple[int, int] | None:
+        """The (H, W) the cache resizes each ORIGINAL image to before ``predict``; None: give the
+        backend the store's images as they are (a backend that does not look at pixels)."""
+        return None
 
 
 BackendFactory = Callable[..., PoseBackend]

@@ -140,6 +140,13 @@ class BlazePoseBackend(PoseBackend):
             f"-gate{self.person_gate:g}-{self._sha}"
         )
 
+    def pose_input_hw(self, store_hw: tuple[int, int]) -> tuple[int, int]:
+        """The crop size whose padded square is exactly the model's 256 x 256 input (no second
+        resampling), at the store images' aspect: 205 x 102 for 288 x 144 stores at ``square`` 1.25."""
+        side = round(INPUT_SIZE / self.square)
+        h, w = store_hw
+        return (side, max(1, round(side * w / h))) if h >= w else (max(1, round(side * h / w)), side)
+
     def _geometry(self, H: int, W: int) -> tuple[float, float, float]:
         """(k, ox, oy): crop pixel x maps to model-input pixel (x + ox) * k (continuous coordinates)."""
         side = self.square * max(H, W)

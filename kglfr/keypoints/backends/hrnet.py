@@ -7,12 +7,13 @@ files saved as ``{"state_dict": ...}`` or from ``DataParallel`` (``module.`` pre
 with a warning naming the mapping. Files are read with ``torch.load(weights_only=True)``: no pickled
 code runs.
 
-Inference: each store image is resized with ``cv2`` to the network input (default 320 x 160, H x W),
-ImageNet-normalised, and run in batches under ``torch.inference_mode`` (fp16 autocast on CUDA). With
+Inference: the keypoint cache gives each ORIGINAL image already resized to the network input
+(``pose_input_hw``, default 320 x 160, H x W); other sizes are resized here with ``cv2``. Images are
+ImageNet-normalised and run in batches under ``torch.inference_mode`` (fp16 autocast on CUDA). With
 ``flip=True`` the horizontally flipped image is run too and its heatmaps flipped back (mirror, COCO
 left/right swap, one-cell shift as the official code) and averaged. Keypoints are decoded from the
 heatmaps as in the official ``get_final_preds`` (argmax + quarter-cell shift towards the higher
-neighbour; ``refine="dark"`` for DARK's Taylor refinement) and mapped to the store image's pixels;
+neighbour; ``refine="dark"`` for DARK's Taylor refinement) and mapped to the input image's pixels;
 confidence is the heatmap maximum clipped to [0, 1].
 
 Heatmaps: the raw network output, B x 17 x 80 x 40 for a 320 x 160 input, spanning the whole store
@@ -63,8 +64,12 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds: UnpicklingError, RuntimeError, EOFError, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KglfrError(f"cannot read pose weights {path} as a PyTorch state dict: {first}") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        why = f"{type(e).__name__}: {first}" if len(first) > 12 else f"{type(e).__name__} {first}".strip()
+        raise KglfrError(
+            f"cannot read pose weights {path} ({path.stat().st_size} bytes): not a PyTorch checkpoint, or a "
+            f"truncated one ({why}); pass the official pose_hrnet_w32_256x192.pth"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             log.warning("%s: using the state dict stored under %r", path, key)
@@ -121,7 +126,7 @@ def _resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KglfrError(f"device {device!r} requested but torch sees no CUDA GPU; use --device cpu")
+        raise KglfrError(f"device {device!r} requested but torch sees no CUDA GPU; use device='cpu'")
     return dev
 
 
@@ -192,6 +197,10 @@ class HRNetBackend(PoseBackend):
         extra += "-noshift" if self.flip and not self.flip_shift else ""
         extra += "-fp16" if self.fp16 else ""
         return f"hrnet-{self.arch}-{h}x{w}-flip{int(self.flip)}{extra}-{self._weights_tag}"
+
+    def pose_input_hw(self, store_hw: tuple[int, int]) -> tuple[int, int]:
+        """The network input: the original image is resized straight to it (320 x 160 by default)."""
+        return self.input_size
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """B x H x W x 3 uint8 RGB -> B x 3 x h x w float32, resized and ImageNet-normalised."""

@@ -52,7 +52,7 @@ class OracleBackend(PoseBackend):
         sigma: float | None = None,
     ) -> None:
         if weights is not None:
-            raise KglfrError("the oracle backend reads ground truth and takes no --weights")
+            raise KglfrError("the oracle backend reads ground truth and takes no weights")
         self.heatmap_size = (int(heatmap_size[0]), int(heatmap_size[1]))
         self.sigma = default_sigma(self.heatmap_size) if sigma is None else float(sigma)
         self._root = Path(root) if root is not None else None
