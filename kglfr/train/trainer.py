@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 from kglfr.data.store import Store
 from kglfr.errors import KglfrError
+from kglfr.eval.model_eval import Evaluation, check_protocols, evaluate_model, store_permutations
 from kglfr.eval.report import format_table, result_to_dict
 from kglfr.io import write_atomic, write_json_atomic
 from kglfr.keypoints.cache import KeypointCache
@@ -39,7 +40,6 @@ from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, modality_counts, step_generator
 from kglfr.train.erasing import keypoint_erasing, random_erasing
-from kglfr.train.evaluator import Evaluation, check_protocols, evaluate_model, store_permutations
 from kglfr.train.losses import (
     batch_hard_triplet,
     cross_entropy,

@@ -1,11 +1,13 @@
-"""Pictures for looking at data and results: keypoints on images (``kglfr viz keypoints``), and later
-retrieval grids and Grad-CAM. Drawing uses matplotlib's Agg canvas directly (no pyplot, no display)."""
+"""Pictures for looking at data and results: keypoints on images (``kglfr viz keypoints``), retrieval
+grids and Grad-CAM. Drawing uses matplotlib's Agg canvas directly (no pyplot, no display)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from kglfr.errors import KglfrError
 
 
 def new_figure(width_in: float, height_in: float, dpi: int = 100):
@@ -29,4 +31,22 @@ def save_figure(fig, out: str | Path) -> Path:
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
+    return out
+
+
+def figure_formats() -> tuple[str, ...]:
+    """File suffixes (without the dot) that :func:`save_figure` can write: png, pdf, svg, jpg ..."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return tuple(sorted(FigureCanvasAgg.get_supported_filetypes()))
+
+
+def check_figure_format(out: str | Path, option: str = "out") -> Path:
+    """Check, before any work, that ``out``'s suffix names a picture format :func:`save_figure` writes."""
+    out = Path(out).expanduser()
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in figure_formats():
+        got = f"'.{suffix}'" if suffix else "no suffix"
+        raise KglfrError(f"{option} {out}: {got} is not a picture format; use one of "
+                         f"{', '.join('.' + f for f in figure_formats())}")  # fmt: skip
     return out
