@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kglfr.data.datasets.base import list_images, parse_layout
+from kglfr.data.datasets.base import image_folder, parse_layout
 from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.errors import KglfrError
 from kglfr.eval.features import FeatureSet, check_features
@@ -221,12 +221,12 @@ def embed_images(model: torch.nn.Module, images, modality, size: tuple[int, int]
 
 def folder_feature_set(model, folder, modality, which: str = "bn", flip: bool = False, batch_size: int = 64,
                        progress: bool = False, files: Sequence[Path] | None = None) -> FeatureSet:  # fmt: skip
-    """Features of every image under ``folder`` (:func:`list_images`) for a ReIDModel-like ``model``;
-    pids and cameras from the custom layout ``<pid>/<camera>_*.jpg`` (:func:`parse_layout`), paths
-    relative to ``folder``."""
+    """Features of every image under ``folder`` (recursively) for a ReIDModel-like ``model``; pids and
+    cameras from the custom layout ``<pid>/<camera>_*.jpg`` (:func:`parse_layout`), paths relative to
+    ``folder``."""
     m = parse_modality(modality)
     folder = Path(folder).expanduser()
-    files = list_images(folder) if files is None else list(files)
+    files = image_folder(folder) if files is None else list(files)
     rel = [f.relative_to(folder).as_posix() for f in files]
     layout = [parse_layout(r) for r in rel]
     feats = embed_images(model.model, files, m, model.input_size, model.device, which, flip, batch_size, progress)

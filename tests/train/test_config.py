@@ -2,8 +2,8 @@
 
 import pytest
 
-from kglfr.cli.demo import TABLE2, method_overrides
 from kglfr.train import config as C
+from kglfr.train.ablation import TABLE2, method_overrides
 
 
 def test_every_preset_loads_and_the_table2_rows_differ_only_in_their_method():
@@ -14,7 +14,8 @@ def test_every_preset_loads_and_the_table2_rows_differ_only_in_their_method():
         C.load_config(p)
     full = C.to_dict(C.load_config("sysu/kglfr"))
     methods = {}
-    for _idx, preset, re_, kegfr, kmlfr in TABLE2:
+    for row in TABLE2:
+        preset, re_, kegfr, kmlfr = row.preset, row.random_erasing, row.kegfr, row.kmlfr
         cfg = C.load_config(preset)
         assert cfg.loss.kmlfr == kmlfr
         assert cfg.augment.erasing == ("keypoint" if kegfr else "random" if re_ else "none")
