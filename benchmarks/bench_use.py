@@ -38,7 +38,7 @@ def normalised(x: np.ndarray) -> np.ndarray:
 
 
 def extraction(arch: str, size: tuple[int, int], batch: int, repeat: int) -> dict:
-    from kglfr.cli.export import export_onnx
+    from kglfr.inference.export import export_onnx
 
     net = AGWNet(100, arch=arch, pretrained=None).eval()
     model = ReIDModel(net, {"input_size": list(size)})
