@@ -42,11 +42,18 @@ def figure_formats() -> tuple[str, ...]:
 
 
 def check_figure_format(out: str | Path, option: str = "out") -> Path:
-    """Check, before any work, that ``out``'s suffix names a picture format :func:`save_figure` writes."""
+    """Check, before any work, that ``out`` is a picture path :func:`save_figure` can write: a known suffix
+    (.png, .jpg, .pdf, .svg ...), not a folder, and no existing file where its folder should be."""
     out = Path(out).expanduser()
+    formats = figure_formats()
     suffix = out.suffix.lower().lstrip(".")
-    if suffix not in figure_formats():
-        got = f"'.{suffix}'" if suffix else "no suffix"
-        raise KglfrError(f"{option} {out}: {got} is not a picture format; use one of "
-                         f"{', '.join('.' + f for f in figure_formats())}")  # fmt: skip
+    if suffix not in formats:
+        shown = ", ".join(f".{f}" for f in ("png", "jpg", "pdf", "svg") if f in formats)
+        raise KglfrError(f"{option} {out}: unknown picture format {out.suffix or '(no suffix)'!r}; use {shown} "
+                         f"(or any of {', '.join(formats)})")  # fmt: skip
+    if out.is_dir():
+        raise KglfrError(f"{option} {out} is a folder; give a file name such as {out / ('picture.' + suffix)}")
+    parent = next((q for q in out.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise KglfrError(f"{option} {out}: {parent} is a file, not a folder")
     return out

@@ -85,10 +85,10 @@ def test_outputs_are_checked_before_the_work(tmp_path, capsys):
     argv = ["search", "--checkpoint", missing, "--query", str(tmp_path), "--query-modality", "infrared",
             "--gallery", str(tmp_path), "--out", str(tmp_path / "x.xyz")]  # fmt: skip
     err = one_line_error(capsys, argv, "search")
-    assert "--out" in err and "'.xyz' is not a picture format" in err and ".png" in err
+    assert "--out" in err and "unknown picture format '.xyz'" in err and ".png" in err
     err = one_line_error(capsys, ["viz", "gradcam", "--checkpoint", missing, "--images", "a.jpg", "--modality",
                                   "visible", "--out", str(tmp_path / "x.xyz")], "viz")  # fmt: skip
-    assert "'.xyz' is not a picture format" in err
+    assert "unknown picture format '.xyz'" in err
     err = one_line_error(capsys, ["export", "--checkpoint", missing, "--out", str(tmp_path / "m.onnx"),
                                   "--opset", "5"], "export")  # fmt: skip
     assert "--opset 5" in err and "7 to" in err
