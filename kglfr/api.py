@@ -7,6 +7,8 @@
     q = m.embed(["query_ir.jpg"], "infrared")            # 1 x D, L2-normalised
     g = m.embed(gallery_images, "visible")               # list of H x W x 3 uint8 RGB arrays or paths
     ranking = (q @ g.T).argsort(1)[:, ::-1]
+    res = m.search("probes/", "infrared", "visible_gallery/", top=10)   # what kglfr search does
+    res.draw("grid.png")
 
 Images are resized to the checkpoint's ``input_size`` (as ``kglfr prepare`` does: area when shrinking,
 bilinear when growing) and ImageNet-normalised; a B x 3 x H x W tensor (uint8, or float in [0, 1]) is
@@ -91,6 +93,14 @@ class ReIDModel:
         """
         return embed_images(self.model, images, modality, self.input_size, self.device, which, flip, batch_size,
                             progress)  # fmt: skip
+
+    def search(self, query, query_modality, gallery, **options):
+        """Rank ``gallery`` (an image folder, cached, or a features ``.npz``) for ``query`` (an image or a
+        folder) as ``kglfr search`` does: a :class:`kglfr.inference.search.SearchResult` (``.index``,
+        ``.scores``, ``.warnings``, ``.draw(out)``); ``options``: see :func:`kglfr.inference.search.search`."""
+        from kglfr.inference.search import search
+
+        return search(self, query, query_modality, gallery, **options)
 
     def __repr__(self) -> str:
         return (f"ReIDModel({self.path}, arch={getattr(self.model, 'arch', '?')}, input_size={self.input_size}, "

@@ -72,6 +72,8 @@ def test_search_as_a_function_and_degenerate_queries_are_warned(model, tmp_path)
     Image.new("RGB", (10000, 10)).save(queries / "0001" / "3_strip.jpg")
     Image.new("RGB", (30, 60)).save(queries / "0001" / "3_fine.jpg")
     res = search(model, queries, "infrared", gallery, top=3)
+    again = model.search(queries, "infrared", gallery, top=3)  # the API's spelling of the same search
+    assert np.array_equal(again.index, res.index) and "reused" in again.gallery_source
     assert res.index.shape == (3, 3) and res.method == "exact" and res.gallery_root == gallery
     degenerate = [w for w in res.warnings if "pixels" in w]
     assert len(degenerate) == 2 and "1 x 1" in " ".join(degenerate) and "10000 x 10" in " ".join(degenerate)
