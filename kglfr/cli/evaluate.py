@@ -222,9 +222,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
         reid = ReIDModel(model, data, args.device, args.checkpoint)
         reid.input_size = tuple(int(v) for v in size)
-        from kglfr.eval.extract import store_feature_set
-
-        fs = store_feature_set(reid, store, "test", args.feature, args.flip)  # once for every protocol
+        fs = ev.features[args.feature]  # the features just scored: no second extraction
         for name in ev.results:
             png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, features=fs)
             print(f"worst {args.worst} queries of {name}: {png}, {js}")

@@ -19,6 +19,7 @@ from kglfr.data.records import TEST
 from kglfr.data.store import Store
 from kglfr.errors import KglfrError
 from kglfr.eval.extract import feature_sets_of, store_features
+from kglfr.eval.features import FeatureSet
 from kglfr.eval.protocols import PROTOCOLS, ProtocolResult, evaluate_protocol
 from kglfr.eval.sysu_official import PERM_FILE, GalleryPermutations, load_permutations
 
@@ -62,6 +63,7 @@ class Evaluation:
 
     results: dict[str, dict[str, ProtocolResult]]  # protocol -> feature -> result
     chance_rank1: dict[str, float]  # protocol -> percent
+    features: dict[str, FeatureSet] | None = None  # feature kind -> the test split's features (reused by --worst)
 
     def headline(self) -> dict[str, dict[str, float]]:
         return {p: {f: r.mean()["rank1"] for f, r in by.items()} for p, by in self.results.items()}
@@ -101,7 +103,7 @@ def evaluate_model(
         results[name] = by
         gallery_ids = np.unique(store.pids[indices][store.modalities[indices] == int(p.gallery.modality)])
         chance[name] = 100.0 / max(len(gallery_ids), 1)
-    return Evaluation(results, chance)
+    return Evaluation(results, chance, sets)
 
 
 def _label_trial(result: ProtocolResult, trial: int | None) -> ProtocolResult:
