@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -94,7 +95,16 @@ def write_json_atomic(path: str | os.PathLike, obj: object, indent: int | None =
     return write_atomic(path, lambda f: (json.dump(obj, f, indent=indent), f.write("\n")))
 
 
-def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes (read in chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_writable(path: str | os.PathLike, option: str = "path") -> Path:
     """Check, before any work, that a file can be written at ``path`` (its folder may not exist yet:
     the nearest existing one must be writable); raises ``KglfrError`` naming ``path``."""
     path = Path(path).expanduser()

@@ -14,7 +14,19 @@ import sys
 from kglfr.errors import KglfrError
 
 # Subcommand modules, in the order ``kglfr --help`` lists them.
-COMMANDS = ("demo", "synth", "prepare", "keypoints", "train", "evaluate", "extract", "search", "export", "viz")
+COMMANDS = (
+    "demo",
+    "synth",
+    "prepare",
+    "keypoints",
+    "train",
+    "ablation",
+    "evaluate",
+    "extract",
+    "search",
+    "export",
+    "viz",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,14 +20,6 @@ EXAMPLES = """
   kglfr demo --ablation --seeds 2             # the five rows of Table 2 at demo scale, 2 seeds each
 """
 
-# Table 2 of the paper: (row, preset, random erasing, KEGFR, KMLFR).
-TABLE2 = (
-    (1, "sysu/baseline", False, False, False),
-    (2, "sysu/kmlfr", False, False, True),
-    (3, "sysu/random_erasing", True, False, False),
-    (4, "sysu/kegfr", False, True, False),
-    (5, "sysu/kglfr", False, True, True),
-)
 DEMO_DEFAULTS = {"ids": 400, "test_ids": 48, "images_per_camera": 2, "height": 128, "width": 64}
 
 
@@ -67,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.cli.synth import as_flags
     from kglfr.data.datasets import load_dataset
     from kglfr.data.store import prepare_store
     from kglfr.data.synth import synthesize
@@ -81,11 +74,14 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     steps = 5
     print(f"[1/{steps}] synthesising a SYSU-MM01-layout dataset ({args.ids} identities, seed {args.seed})")
-    summary = synthesize(
-        out / "synth-sysu", "sysu", ids=args.ids, seed=args.seed, images_per_camera=args.images_per_camera,
-        test_ids=args.test_ids,
-        height=DEMO_DEFAULTS["height"], width=DEMO_DEFAULTS["width"], force=True, progress=not args.no_progress,
-    )  # fmt: skip
+    try:
+        summary = synthesize(
+            out / "synth-sysu", "sysu", ids=args.ids, seed=args.seed, images_per_camera=args.images_per_camera,
+            test_ids=args.test_ids,
+            height=DEMO_DEFAULTS["height"], width=DEMO_DEFAULTS["width"], force=True, progress=not args.no_progress,
+        )  # fmt: skip
+    except KglfrError as e:
+        raise KglfrError(as_flags(str(e))) from None
     print("      " + summary.line())
 
     print(f"[2/{steps}] preparing the image store")
@@ -150,23 +146,6 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def method_overrides(preset: str) -> list[str]:
-    """The ``loss`` and ``augment`` keys in which a Table 2 preset differs from ``sysu/kglfr``: its method,
-    without its scale (backbone, input size, epochs), so it can be trained at demo scale."""
-    from kglfr.train import config as C
-
-    row, full = C.to_dict(C.load_config(preset)), C.to_dict(C.load_config("sysu/kglfr"))
-    out = []
-    for key in C.diff(row, full):
-        section, name = key.split(".", 1)
-        if section in ("loss", "augment"):
-            out.append(f"{key}={row[section][name]}")
-    return out
-
-
-ABLATION_MARK = "ablation.json"
-
-
 def synth_options(args: argparse.Namespace) -> dict:
     """What the demo's synthetic data depends on (its bytes are a function of these and the version)."""
     from kglfr import __version__
@@ -181,79 +160,24 @@ def synth_options(args: argparse.Namespace) -> dict:
     }
 
 
-def finished_run(run_dir: Path, cfg, data: dict) -> dict | None:
-    """The summary of an ablation run that finished with this config on the same synthetic data, so an
-    interrupted ``--ablation`` picks up where it stopped; None when it has to be (re)trained."""
-    import json
-
-    import yaml
-
-    from kglfr.train import config as C
-
-    try:
-        if json.loads((run_dir / ABLATION_MARK).read_text()) != data:
-            return None
-        saved = C.config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()), str(run_dir))
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError, C.ConfigError):
-        return None
-    if C.diff(C.to_dict(saved), C.to_dict(cfg)) or summary.get("epoch") != int(cfg.train.epochs):
-        return None
-    return summary if "sysu-all" in summary.get("protocols", {}) else None
-
-
 def _ablation(args: argparse.Namespace, store: Path, out: Path, report: Path) -> None:
     import json
 
     import numpy as np
 
-    from kglfr.io import write_atomic, write_json_atomic
-    from kglfr.train import config as C
-    from kglfr.train.trainer import train
+    from kglfr.train.ablation import run_ablation, write_ablation
 
-    data = synth_options(args)
-    rows = []
-    for idx, preset, re_, kegfr, kmlfr in TABLE2:
-        r1s, maps = [], []
-        for s in range(args.seeds):
-            seed = args.seed + s
-            print(f"[4/5] Table 2 row {idx} ({preset}) at demo scale, seed {seed}")
-            cfg = C.load_config("demo", [*method_overrides(preset), *_overrides(args, store, seed)])
-            run_dir = out / "ablation" / f"{preset.split('/')[1]}-seed{seed}"
-            summary = finished_run(run_dir, cfg, data)
-            if summary is None:
-                _fresh(run_dir)
-                summary = train(cfg, run_dir, progress=not args.no_progress).summary
-                write_json_atomic(run_dir / ABLATION_MARK, data, indent=2)
-            else:
-                print(f"      {run_dir} finished earlier with this config and data: kept")
-            m = summary["protocols"]["sysu-all"]["bn"]["mean"]
-            r1s.append(m["rank1"])
-            maps.append(m["mAP"])
-            chance = summary["protocols"]["sysu-all"]["chance_rank1"]
-        rows.append({"idx": idx, "preset": preset, "random_erasing": re_, "kegfr": kegfr, "kmlfr": kmlfr,
-                     "rank1": r1s, "mAP": maps, "chance_rank1": chance})  # fmt: skip
+    def notify(row, seed: int, run_dir: Path, kept: bool) -> None:
+        print(f"[4/5] Table 2 row {row.idx} ({row.preset}) at demo scale, seed {seed}")
+        if kept:
+            print(f"      {run_dir} finished earlier with this config and data: kept")
+
+    results = run_ablation(store, out / "ablation", seeds=args.seeds, seed=args.seed, base="demo",
+                           overrides=args.overrides, data=synth_options(args), controls=False,
+                           progress=not args.no_progress, notify=notify)  # fmt: skip
     print("[5/5] ablation table")
-    report.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(report / "ablation.json", {"seeds": args.seeds, "feature": "bn", "rows": rows}, indent=2)
-
-    def cell(v: list[float]) -> str:
-        return f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
-
-    mark = {True: "✓", False: ""}
-    lines = [
-        f"SYSU all-search on the synthetic demo data, {args.seeds} seed(s) per row (mean ± std), BN feature, "
-        f"chance Rank-1 {rows[0]['chance_rank1']:.2f}%",
-        "",
-        "| idx | Random erasing | KEGFR | KMLFR | R-1 | mAP |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['idx']} | {mark[r['random_erasing']]} | {mark[r['kegfr']]} | {mark[r['kmlfr']]} | "
-            f"{cell(r['rank1'])} | {cell(r['mAP'])} |"
-        )
-    text = "\n".join(lines) + "\n"
-    write_atomic(report / "ablation.md", lambda f: f.write(text))
+    caption = (f"SYSU all-search on the synthetic demo data, {args.seeds} seed(s) per row (mean ± std), BN feature, "
+               f"chance Rank-1 {results[0].chance_rank1:.2f}%")  # fmt: skip
+    _, _, text = write_ablation(report, results, args.seeds, caption)
     print(text)
-    print(json.dumps({r["preset"]: round(float(np.mean(r["rank1"])), 2) for r in rows}))
+    print(json.dumps({r.row.preset: round(float(np.mean(r.rank1)), 2) for r in results}))

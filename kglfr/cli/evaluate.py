@@ -136,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
             raise KglfrError("--worst N needs --checkpoint CKPT --store STORE and --out DIR")
         if args.worst < 1:
             raise KglfrError(f"--worst must be at least 1, got {args.worst}")
-        check_writable(f"{args.out}/.probe")
+        check_writable(f"{args.out}/.probe", option="--out")
     elif args.out:
-        check_writable(args.out)  # before the trials run
+        check_writable(args.out, option="--out")  # before the trials run
     if args.gallery_perm and args.gallery_draw != "official":
         raise KglfrError("--gallery-perm applies to --gallery-draw official only")
     if args.gallery_draw == "official" and args.protocol and not args.protocol.startswith("sysu"):
@@ -179,9 +179,9 @@ def run(args: argparse.Namespace) -> int:
 def run_checkpoint(args: argparse.Namespace) -> int:
     """Score a trained model on a store's test split (its dataset's protocols, or --protocol)."""
     from kglfr.data.store import Store
+    from kglfr.eval.model_eval import check_protocols, evaluate_model, store_permutations
     from kglfr.eval.report import format_table, write_result
     from kglfr.train.checkpoint import load_model
-    from kglfr.train.evaluator import check_protocols, evaluate_model, store_permutations
 
     if args.features:
         raise KglfrError("give either --features or --checkpoint, not both")
@@ -222,10 +222,8 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
         reid = ReIDModel(model, data, args.device, args.checkpoint)
         reid.input_size = tuple(int(v) for v in size)
-        from kglfr.cli.extract import store_features
-
-        arrays = store_features(reid, store, "test", args.feature, args.flip)  # once for every protocol
+        fs = ev.features[args.feature]  # the features just scored: no second extraction
         for name in ev.results:
-            png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, arrays=arrays)
+            png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, features=fs)
             print(f"worst {args.worst} queries of {name}: {png}, {js}")
     return 0

@@ -14,7 +14,8 @@ EXAMPLES = """
   kglfr extract --checkpoint ckpt.pt --images my_ir_images/ --modality infrared --out ir.npz
 
 --images DIR: every .jpg/.jpeg/.png/.bmp under DIR (recursively, hidden files skipped, sorted). An image
-at DIR/<pid>/<camera>_<anything>.jpg (the custom layout, e.g. 0007/3_0001.jpg or 0007/c3_0001.jpg) gets
+at DIR/<pid>/<camera>_<anything>.jpg (the custom layout, e.g. 0007/3_0001.jpg, 0007/c3_0001.jpg or
+0007/cam3_0001.jpg) gets
 that identity and camera; otherwise pid -1 and camera 0. paths are relative to DIR.
 """
 
@@ -41,68 +42,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def store_features(model, store, split: str, which: str = "bn", flip: bool = False, batch_size: int = 64,
-                   progress: bool = False):  # fmt: skip
-    """(feats, pids, cams, paths, modalities) of a store split, as ``kglfr evaluate --checkpoint`` sees them."""
-    import numpy as np
-
-    from kglfr.data.records import TEST, TRAIN
-    from kglfr.train.evaluator import extract_features
-
-    trial = model.checkpoint.get("config", {}).get("data", {}).get("trial")
-    if split == "all":
-        indices = np.arange(len(store))
-    else:
-        indices = store.indices(TEST if split == "test" else TRAIN, trial)
-    if not len(indices):
-        raise KglfrError(f"store {store.path} has no {split} images")
-    feats = extract_features(model.model, store, indices, model.input_size, batch_size, model.device, flip,
-                             progress=progress)[which]  # fmt: skip
-    paths = np.asarray([store.relpaths[i] for i in indices])
-    return feats, store.pids[indices], store.cameras[indices], paths, store.modalities[indices]
-
-
-def folder_features(model, folder, modality, which: str = "bn", flip: bool = False, batch_size: int = 64,
-                    progress: bool = False, files=None):  # fmt: skip
-    """(feats, pids, cams, paths, modalities) of every image under ``folder`` (see ``kglfr extract --help``)."""
+def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import numpy as np
-
-    from kglfr.api import list_images, parse_layout, parse_modality
-
-    m = parse_modality(modality)
-    folder = Path(folder).expanduser()
-    files = list_images(folder) if files is None else files
-    rel = [f.relative_to(folder).as_posix() for f in files]
-    layout = [parse_layout(r) for r in rel]
-    feats = model.embed(files, m, which=which, flip=flip, batch_size=batch_size, progress=progress)
-    pids = np.asarray([p for p, _ in layout], np.int64)
-    cams = np.asarray([c for _, c in layout], np.int64)
-    return feats, pids, cams, np.asarray(rel), np.full(len(files), int(m), np.int64)
-
-
-def run(args: argparse.Namespace) -> int:
     from kglfr.api import load
+    from kglfr.eval.extract import folder_feature_set, store_feature_set
     from kglfr.eval.features import save_features
     from kglfr.io import check_writable
 
-    check_writable(args.out)
+    check_writable(args.out, option="--out")
     if args.images and not args.modality:
         raise KglfrError("--images needs --modality visible|infrared (one folder holds one modality)")
     if args.store and args.modality:
         raise KglfrError("--modality is for --images; a store knows the modality of every image")
+    if args.images and Path(args.images).expanduser().is_file():
+        raise KglfrError(f"--images {args.images} is a file, not a folder; give the folder that holds the images")
     model = load(args.checkpoint, args.device)
     if args.store:
         from kglfr.data.store import Store
 
-        arrays = store_features(model, Store.open(args.store), args.split, args.feature, args.flip, args.batch_size,
-                                progress=True)  # fmt: skip
+        fs = store_feature_set(model, Store.open(args.store), args.split, args.feature, args.flip, args.batch_size,
+                               progress=True)  # fmt: skip
     else:
-        arrays = folder_features(model, args.images, args.modality, args.feature, args.flip, args.batch_size,
-                                 progress=True)  # fmt: skip
-    path = save_features(args.out, *arrays)
-    known = int((arrays[1] >= 0).sum())
-    print(f"wrote {path}: {len(arrays[0])} images x {arrays[0].shape[1]} ({args.feature} feature), "
+        fs = folder_feature_set(model, args.images, args.modality, args.feature, args.flip, args.batch_size,
+                                progress=True)  # fmt: skip
+    path = save_features(args.out, fs.feats, fs.pids, fs.cams, fs.paths, fs.modalities)
+    known = int((fs.pids >= 0).sum())
+    print(f"wrote {path}: {len(fs)} images x {fs.feats.shape[1]} ({args.feature} feature), "
           f"{known} with a known identity")  # fmt: skip
     return 0

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from kglfr.cli import add_command, positive_int
-from kglfr.errors import KglfrError
 
 EXAMPLES = """
   kglfr search --checkpoint ckpt.pt --query ir_probe.jpg --query-modality infrared --gallery visible_gallery/
@@ -70,85 +69,49 @@ def warn(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from kglfr.api import load
+    from kglfr.errors import KglfrError
+    from kglfr.inference.search import have_faiss, search
 
-    import numpy as np
-
-    from kglfr.api import list_images, load, parse_layout, parse_modality
-    from kglfr.data.records import Modality
-    from kglfr.inference.search import gallery_features, have_faiss, top_k
+    if args.method.startswith("faiss") and not have_faiss():
+        raise KglfrError(f"--method {args.method} needs faiss: pip install 'kglfr[search]'")
 
     if args.out:
         from kglfr.io import check_writable
+        from kglfr.viz import check_figure_format
 
-        check_writable(args.out)
-    qmod = parse_modality(args.query_modality)
-    query = Path(args.query).expanduser()
-    if query.is_dir():
-        qfiles = list_images(query)
-        qrel = [f.relative_to(query) for f in qfiles]
-    elif query.is_file():
-        qfiles, qrel = [query], [Path(query.parent.name) / query.name]
-    else:
-        raise KglfrError(f"query {query} does not exist")
-    qpids = np.asarray([parse_layout(r)[0] for r in qrel])
-    gallery = Path(args.gallery).expanduser()
-    if not gallery.exists():
-        raise KglfrError(f"gallery {gallery} does not exist")
+        check_figure_format(args.out, option="--out")  # before the work, not after it
+        check_writable(args.out, option="--out")
+    if args.gallery_root and not str(args.gallery).endswith(".npz"):
+        warn("--gallery-root applies to a features file gallery; a folder gallery draws its own images")
     model = load(args.checkpoint, args.device)
-    other = Modality(1 - int(qmod))
-    if gallery.is_dir():
-        gmod = parse_modality(args.gallery_modality) if args.gallery_modality else other
-        feats, gpids, _, gpaths, gmods, reused = gallery_features(
-            model, gallery, gmod, flip=args.flip, batch_size=args.batch_size, progress=True, cache=not args.no_cache
-        )
-        root = gallery
-        print(f"gallery {gallery}: {len(feats)} {gmod.name.lower()} images "
-              f"({'cached features reused' if reused else 'features extracted'})")  # fmt: skip
+    res = search(model, args.query, args.query_modality, args.gallery, gallery_modality=args.gallery_modality,
+                 gallery_root=args.gallery_root, top=args.top, method=args.method, flip=args.flip,
+                 cache=not args.no_cache, batch_size=args.batch_size, progress=True)  # fmt: skip
+    if res.gallery_source.startswith("folder"):
+        how = res.gallery_source.split("(", 1)[1].rstrip(")")
+        print(f"gallery {args.gallery}: {len(res.gallery_paths)} {res.gallery_modality.name.lower()} images ({how})")
     else:
-        from kglfr.eval.features import load_features
+        print(f"gallery {args.gallery}: {len(res.gallery_paths)} images from a features file")
+    for w in res.warnings:
+        warn(w)
+    _print_ranking(res)
+    if args.out:
+        if res.gallery_root is None:
+            warn("the grid's gallery tiles are blank: pass --gallery-root DIR (the folder the features file's "
+                 "paths are relative to) to draw the gallery images")  # fmt: skip
+        print(f"wrote {res.draw(args.out, args.rows)}")
+    return 0
 
-        fs = load_features(gallery)
-        feats, gpids, gpaths, gmods = fs.feats, fs.pids, fs.paths, fs.modalities
-        if args.gallery_modality:
-            gmods = np.full(len(feats), int(parse_modality(args.gallery_modality)))
-        root = Path(args.gallery_root).expanduser() if args.gallery_root else None
-        print(f"gallery {gallery}: {len(feats)} images from a features file")
-        if feats.shape[1] != model.feature_dim:
-            raise KglfrError(f"gallery {gallery} has {feats.shape[1]}-d features, the model gives "
-                             f"{model.feature_dim}-d: extract it with this checkpoint")  # fmt: skip
-    if gmods is not None and len(gmods):
-        same = int((np.asarray(gmods) == int(qmod)).sum())
-        if same:
-            warn(f"{same} of {len(gmods)} gallery images are {qmod.name.lower()}, the query's own modality; "
-                 f"cross-modality search expects a {other.name.lower()} gallery")  # fmt: skip
-    q = model.embed(qfiles, qmod, flip=args.flip, batch_size=args.batch_size)
-    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    if args.method.startswith("faiss") and not have_faiss():
-        raise KglfrError(f"--method {args.method} needs faiss: pip install 'kglfr[search]'")
-    scores, index, method = top_k(q, feats, args.top, method=args.method)
-    known = (qpids[:, None] >= 0) & (gpids[index] >= 0)
-    correct = np.where(known, qpids[:, None] == gpids[index], None)
-    print(f"{len(q)} queries, top {index.shape[1]} of {len(feats)} ({method} search)")
-    for i, f in enumerate(qrel):
-        print(f"query {f.as_posix()}" + (f" (pid {qpids[i]})" if qpids[i] >= 0 else ""))
+
+def _print_ranking(res) -> None:
+    index, scores, correct = res.index, res.scores, res.correct
+    print(f"{len(index)} queries, top {index.shape[1]} of {len(res.gallery_paths)} ({res.method} search)")
+    for i, name in enumerate(res.query_names):
+        pid = res.query_pids[i]
+        print(f"query {name}" + (f" (pid {pid})" if pid >= 0 else ""))
         for j in range(index.shape[1]):
             g = int(index[i, j])
             mark = "" if correct[i, j] is None else ("  match" if correct[i, j] else "  wrong")
-            pid = f"  pid {gpids[g]}" if gpids[g] >= 0 else ""
-            print(f"  {j + 1:3d}  {scores[i, j]:.4f}  {gpaths[g]}{pid}{mark}")
-    if args.out:
-        from kglfr.viz.retrieval import retrieval_grid
-
-        rows = min(len(qfiles), args.rows)
-        ranked = [[(root / gpaths[g]) if root is not None else None for g in index[i]] for i in range(rows)]
-        out = retrieval_grid(
-            qfiles[:rows],
-            ranked,
-            args.out,
-            correct=correct[:rows],
-            scores=scores[:rows],
-            query_labels=[f"query {qpids[i]}" if qpids[i] >= 0 else "query" for i in range(rows)],
-        )
-        print(f"wrote {out}")
-    return 0
+            gpid = f"  pid {res.gallery_pids[g]}" if res.gallery_pids[g] >= 0 else ""
+            print(f"  {j + 1:3d}  {scores[i, j]:.4f}  {res.gallery_paths[g]}{gpid}{mark}")

@@ -61,10 +61,12 @@ def register_keypoints(vsub: argparse._SubParsersAction) -> None:
 
 def run_keypoints(args: argparse.Namespace) -> int:
     from kglfr.errors import KglfrError
+    from kglfr.viz import check_figure_format
     from kglfr.viz.keypoints import keypoint_sheet
 
     if args.n < 1 or args.cols < 1:
         raise KglfrError("--n and --cols must be at least 1")
+    check_figure_format(args.out, option="--out")
     out = keypoint_sheet(args.store, args.out, n=args.n, seed=args.seed, heatmaps=not args.no_heatmaps,
                          augment=args.augment, split=args.split, ncols=args.cols)  # fmt: skip
     print(f"wrote {out}")

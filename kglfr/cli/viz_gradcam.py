@@ -43,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
     from kglfr.api import load
     from kglfr.io import check_writable
+    from kglfr.viz import check_figure_format
     from kglfr.viz.gradcam import gradcam_figure
 
-    check_writable(args.out)
+    check_figure_format(args.out, option="--out")  # before the work, not after it
+    check_writable(args.out, option="--out")
     if args.store:
         if args.images or args.infrared:
             raise KglfrError("give --store with --pid, or --images, not both")

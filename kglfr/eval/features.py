@@ -16,7 +16,6 @@ Files are read with ``allow_pickle=False``: ``paths`` must be a string array, no
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from dataclasses import dataclass, replace
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kglfr.errors import KglfrError
-from kglfr.io import write_atomic
+from kglfr.io import file_sha256, write_atomic
 
 REQUIRED_KEYS = ("feats", "pids", "cams", "paths")
 OPTIONAL_KEYS = ("modalities",)
@@ -139,14 +138,6 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
         arrays["feats"], arrays["pids"], arrays["cams"], arrays["paths"], arrays.get("modalities"), source
     )
     return replace(fs, sha256=file_sha256(path))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_features(path: str | os.PathLike, feats, pids, cams, paths, modalities=None) -> Path:

@@ -13,18 +13,17 @@ import numpy as np
 
 
 def worst_queries(model, store, protocol: str, n: int, out_dir, which: str = "bn", top: int = 10,
-                  flip: bool = False, batch_size: int = 64, arrays=None) -> tuple[Path, Path]:  # fmt: skip
+                  flip: bool = False, batch_size: int = 64, features=None) -> tuple[Path, Path]:  # fmt: skip
     """Draw the ``n`` lowest-AP queries of ``protocol`` on ``store``'s test split; returns (png, json).
-    ``arrays``: the split's (feats, pids, cams, paths, modalities) when already extracted."""
-    from kglfr.cli.extract import store_features
+    ``features``: the split's :class:`~kglfr.eval.features.FeatureSet` when already extracted."""
+    from kglfr.eval.extract import store_feature_set
     from kglfr.eval.metrics import REMOVAL_RULES, query_stats
     from kglfr.eval.protocols import PROTOCOLS, trial_sets
     from kglfr.viz.retrieval import retrieval_grid
 
     p = PROTOCOLS[protocol]
-    if arrays is None:
-        arrays = store_features(model, store, "test", which, flip, batch_size)
-    feats, pids, cams, paths, mods = arrays
+    fs = store_feature_set(model, store, "test", which, flip, batch_size) if features is None else features
+    feats, pids, cams, paths, mods = fs.feats, fs.pids, fs.cams, fs.paths, fs.modalities
     q, g = trial_sets(p, pids, cams, paths, mods, trial=0)
     sim = feats[q] @ feats[g].T
     dist = 1.0 - sim

@@ -203,11 +203,16 @@ class AGWNet(nn.Module):
         """Training mode: dict of "global" (pooled, B x C), "bn" (B x C), "logits" (B x num_classes) and
         "feature_map" (B x C x h x w). Eval mode: the L2-normalised BN feature (B x C)."""
         fmap = self.forward_features(images, modalities)
-        pooled = self.pool(fmap)
-        bn = self.bnneck(pooled)
+        pooled, bn = self.forward_head(fmap)
         if not self.training:
             return F.normalize(bn, dim=1)
         return {"global": pooled, "bn": bn, "logits": self.classifier(bn), "feature_map": fmap}
+
+    def forward_head(self, feature_map: Tensor) -> tuple[Tensor, Tensor]:
+        """(pooled, BN) features (B x C each, not normalised) of a layer4 map from :meth:`forward_features`,
+        so one backbone pass gives both test-time features (as timm's ``forward_head``)."""
+        pooled = self.pool(feature_map)
+        return pooled, self.bnneck(pooled)
 
     def extract(
         self,

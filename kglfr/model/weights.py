@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kglfr.errors import KglfrError
+from kglfr.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,6 @@ NONE = WeightsInfo("none")
 def hub_dir() -> Path:
     """Where torch keeps downloaded weights: ``$TORCH_HOME/hub/checkpoints``."""
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _expected_prefix(name: str) -> str:

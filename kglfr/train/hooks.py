@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kglfr.eval.model_eval import Evaluation, evaluate_model
 from kglfr.train.checkpoint import save_checkpoint
-from kglfr.train.evaluator import Evaluation, evaluate_model
 from kglfr.train.run_folder import CHECKPOINT, Interrupted, MetricsLog, TrainingError
 
 if TYPE_CHECKING:

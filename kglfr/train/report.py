@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from kglfr.data.store import Store
+from kglfr.eval.model_eval import Evaluation
 from kglfr.eval.report import format_table, result_to_dict
 from kglfr.io import write_atomic, write_json_atomic
 from kglfr.model.weights import WeightsInfo
-from kglfr.train.evaluator import Evaluation
 
 NOTE = ("BN: the BatchNorm-neck feature (the headline, as AGW and KGLFR report); pooled: the GeM feature "
         "before it. Mean ± standard deviation over the protocol's trials. Re-ranking off.")  # fmt: skip

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 
 from kglfr.data.store import Store
 from kglfr.errors import KglfrError
+from kglfr.eval.model_eval import Evaluation, check_protocols, store_permutations
 from kglfr.io import folder_lock, write_atomic, write_json_atomic
 from kglfr.keypoints.cache import KeypointCache
 from kglfr.model import registry
@@ -37,7 +38,6 @@ from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state
 from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, modality_counts, step_generator
 from kglfr.train.erasing import keypoint_erasing, random_erasing
-from kglfr.train.evaluator import Evaluation, check_protocols, store_permutations
 from kglfr.train.hooks import (
     CheckpointHook,
     EvalHook,

@@ -1,11 +1,13 @@
-"""Pictures for looking at data and results: keypoints on images (``kglfr viz keypoints``), and later
-retrieval grids and Grad-CAM. Drawing uses matplotlib's Agg canvas directly (no pyplot, no display)."""
+"""Pictures for looking at data and results: keypoints on images (``kglfr viz keypoints``), retrieval
+grids and Grad-CAM. Drawing uses matplotlib's Agg canvas directly (no pyplot, no display)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from kglfr.errors import KglfrError
 
 
 def new_figure(width_in: float, height_in: float, dpi: int = 100):
@@ -29,4 +31,29 @@ def save_figure(fig, out: str | Path) -> Path:
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
+    return out
+
+
+def figure_formats() -> tuple[str, ...]:
+    """File suffixes (without the dot) that :func:`save_figure` can write: png, pdf, svg, jpg ..."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return tuple(sorted(FigureCanvasAgg.get_supported_filetypes()))
+
+
+def check_figure_format(out: str | Path, option: str = "out") -> Path:
+    """Check, before any work, that ``out`` is a picture path :func:`save_figure` can write: a known suffix
+    (.png, .jpg, .pdf, .svg ...), not a folder, and no existing file where its folder should be."""
+    out = Path(out).expanduser()
+    formats = figure_formats()
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        shown = ", ".join(f".{f}" for f in ("png", "jpg", "pdf", "svg") if f in formats)
+        raise KglfrError(f"{option} {out}: unknown picture format {out.suffix or '(no suffix)'!r}; use {shown} "
+                         f"(or any of {', '.join(formats)})")  # fmt: skip
+    if out.is_dir():
+        raise KglfrError(f"{option} {out} is a folder; give a file name such as {out / ('picture.' + suffix)}")
+    parent = next((q for q in out.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise KglfrError(f"{option} {out}: {parent} is a file, not a folder")
     return out

@@ -20,9 +20,9 @@ from kglfr.viz import new_figure, save_figure
 
 def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """(maps N x H x W in [0, 1], the resized images N x H x W x 3 uint8) for ``images`` of ``modalities``
-    (one per image), on a :class:`kglfr.api.ReIDModel`."""
-    from kglfr.api import parse_modality, read_image
+    (one per image), on a :class:`kglfr.api.ReIDModel`-like model (``.model``, ``.input_size``, ``.preprocess``)."""
     from kglfr.data.store import resize
+    from kglfr.eval.extract import parse_modality, read_image
 
     net = model.model
     mods = [parse_modality(m) for m in modalities]

@@ -15,7 +15,6 @@ import numpy as np
 
 from kglfr.data.records import Modality
 from kglfr.data.store import Store
-from kglfr.errors import KglfrError
 from kglfr.keypoints.skeleton import KEYPOINTS, PART_SHORT, PARTS, SKELETON, VALID_THRESHOLD
 from kglfr.viz import new_figure, save_figure
 
@@ -113,24 +112,11 @@ def pick_images(store: Store, n: int, seed: int = 0, split: str | None = None) -
     return np.concatenate(chosen).astype(np.int64)
 
 
-def check_out_path(out: str | Path) -> Path:
-    """``out`` as a picture path matplotlib can write, or ``KglfrError``: a known suffix (.png, .jpg, .pdf,
-    .svg ...), not a folder, and no existing file where its folder should be."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def check_out_path(out: str | Path, option: str = "out") -> Path:
+    """``out`` as a picture path matplotlib can write (see :func:`kglfr.viz.check_figure_format`)."""
+    from kglfr.viz import check_figure_format
 
-    out = Path(out).expanduser()
-    formats = FigureCanvasAgg.get_supported_filetypes()
-    suffix = out.suffix.lower().lstrip(".")
-    if suffix not in formats:
-        shown = ", ".join(f".{f}" for f in ("png", "jpg", "pdf", "svg") if f in formats)
-        raise KglfrError(f"--out {out}: unknown picture format {out.suffix or '(no suffix)'!r}; use {shown} "
-                         f"(or any of {', '.join(sorted(formats))})")  # fmt: skip
-    if out.is_dir():
-        raise KglfrError(f"--out {out} is a folder; give a file name such as {out / 'keypoints.png'}")
-    parent = next((q for q in out.parents if q.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise KglfrError(f"--out {out}: {parent} is a file, not a folder")
-    return out
+    return check_figure_format(out, option)
 
 
 def keypoint_sheet(

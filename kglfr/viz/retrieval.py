@@ -17,7 +17,7 @@ def _load(image) -> np.ndarray:
     if image is None:
         return np.full((64, 32, 3), 200, np.uint8)
     if isinstance(image, (str, Path)):
-        from kglfr.api import read_image
+        from kglfr.eval.extract import read_image
 
         try:
             return read_image(image)

@@ -198,8 +198,8 @@ def test_official_draw_is_sysu_only(official):
 
 
 def test_store_permutations_default_path_and_config(official, tmp_path):
+    from kglfr.eval.model_eval import store_permutations
     from kglfr.train.config import ConfigError, load_config
-    from kglfr.train.evaluator import store_permutations
 
     _, mat, written = official
     root = mat.parent.parent

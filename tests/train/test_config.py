@@ -7,9 +7,9 @@ from typing import get_args
 
 import pytest
 
-from kglfr.cli.demo import TABLE2, method_overrides
 from kglfr.model import Arch, model_names
 from kglfr.train import config as C
+from kglfr.train.ablation import TABLE2, method_overrides
 
 # Every preset as resolved before the schema became the one source of defaults (captured from that code).
 RESOLVED = json.loads((Path(__file__).parent / "presets_resolved.json").read_text())
@@ -23,7 +23,8 @@ def test_every_preset_loads_and_the_table2_rows_differ_only_in_their_method():
         C.load_config(p)
     full = C.to_dict(C.load_config("sysu/kglfr"))
     methods = {}
-    for _idx, preset, re_, kegfr, kmlfr in TABLE2:
+    for row in TABLE2:
+        preset, re_, kegfr, kmlfr = row.preset, row.random_erasing, row.kegfr, row.kmlfr
         cfg = C.load_config(preset)
         assert cfg.loss.kmlfr == kmlfr
         assert cfg.augment.erasing == ("keypoint" if kegfr else "random" if re_ else "none")

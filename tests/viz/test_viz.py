@@ -1,21 +1,20 @@
 import numpy as np
 import pytest
-from layouts import occluded_store
+from layouts import synthetic_store
 from PIL import Image
 
 from kglfr.cli import main
 from kglfr.data.records import Modality
-from kglfr.keypoints.backends import build_backend
-from kglfr.keypoints.cache import build_cache
 from kglfr.viz import figure_to_array
 from kglfr.viz.keypoints import draw_keypoint_grid, pick_images
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    s = occluded_store(tmp_path_factory.mktemp("viz"))
-    build_cache(s, build_backend("oracle", root=s.root), progress=False)
-    return s
+    from kglfr.data.store import Store
+
+    path, _ = synthetic_store(tmp_path_factory.mktemp("viz"))
+    return Store.open(path)
 
 
 def test_pick_images_takes_half_of_each_modality(store):

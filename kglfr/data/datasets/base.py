@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,9 +90,48 @@ def require_files(root: Path, relpaths: Iterable[str], dataset: str) -> None:
         )
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files (``IMAGE_SUFFIXES``) inside ``folder``, or under it with ``recursive``; sorted, hidden
+    files and folders skipped. The one image listing of kglfr (datasets, ``extract``, ``search``)."""
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p for p in found
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )  # fmt: skip
+
+
+def image_folder(folder: str | Path) -> list[Path]:
+    """:func:`list_images` of a folder given by a user (recursive), with one clear error when it is a
+    file, does not exist or holds no images."""
+    folder = Path(folder).expanduser()
+    if folder.is_file():
+        raise DatasetError(f"{folder} is a file, not a folder of images; give the folder that holds them")
+    if not folder.is_dir():
+        raise DatasetError(f"image folder {folder} does not exist")
+    files = list_images(folder, recursive=True)
+    if not files:
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+_CAMERA = re.compile(r"^(?:cam|c)?(\d+)_", re.IGNORECASE)  # "0001.jpg" is a frame number, not camera 1
+
+
+def parse_camera(name: str) -> int | None:
+    """The camera number a custom-layout file name starts with (``3_x``, ``c3_x``, ``cam3_x``), else None."""
+    m = _CAMERA.match(Path(name).stem)
+    return int(m.group(1)) if m else None
+
+
+def parse_layout(relpath: str | Path) -> tuple[int, int]:
+    """(pid, camera) of an image at ``<pid>/<camera>_<anything>.jpg`` (the custom layout): pid -1 when its
+    folder is not a number, camera 0 when its name does not start with one (see :func:`parse_camera`)."""
+    parts = Path(relpath).parts
+    pid = int(parts[-2]) if len(parts) >= 2 and parts[-2].isdigit() else -1
+    cam = parse_camera(parts[-1]) if parts else None
+    return pid, 0 if cam is None else cam
 
 
 def read_id_list(path: Path) -> list[int]:

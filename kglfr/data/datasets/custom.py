@@ -1,22 +1,20 @@
 """A user's own data: ``<root>/{visible,infrared}/<pid>/<camera>_<anything>.{jpg,png,bmp}``.
 
-Identities are split into train and test by a seeded shuffle. ``<camera>`` is an integer (``3``) or a
-``c`` followed by one (``c3``); cameras must differ between the two modalities.
+Identities are split into train and test by a seeded shuffle. ``<camera>`` is an integer (``3``), or
+``c`` or ``cam`` followed by one (``c3``, ``cam3``); cameras must differ between the two modalities.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 
 from kglfr.data.datasets import register
-from kglfr.data.datasets.base import VIDataset, list_images, require_layout
+from kglfr.data.datasets.base import VIDataset, list_images, parse_camera, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
 from kglfr.errors import DatasetError
 
 FOLDERS = {Modality.VISIBLE: "visible", Modality.INFRARED: "infrared"}
-_CAMERA = re.compile(r"^c?(\d+)_", re.IGNORECASE)
 
 
 @register("custom")
@@ -30,10 +28,12 @@ def load_custom(root: Path, test_fraction: float = 0.5, split_seed: int = 0) -> 
             if not pid_dir.name.isdigit():
                 raise DatasetError(f"{pid_dir}: identity folders must be numbers (e.g. {folder}/0001)")
             for image in list_images(pid_dir):
-                m = _CAMERA.match(image.name)
-                if m is None:
-                    raise DatasetError(f"{image}: file names must start with the camera, e.g. 3_0001.jpg, c3_0001.jpg")
-                found.append((f"{folder}/{pid_dir.name}/{image.name}", int(pid_dir.name), int(m.group(1)), mod))
+                cam = parse_camera(image.name)
+                if cam is None:
+                    raise DatasetError(
+                        f"{image}: file names must start with the camera, e.g. 3_0001.jpg, c3_0001.jpg, cam3_0001.jpg"
+                    )
+                found.append((f"{folder}/{pid_dir.name}/{image.name}", int(pid_dir.name), cam, mod))
     if not found:
         raise DatasetError(f"{root}: no images under visible/<pid>/ or infrared/<pid>/")
     cams = {mod: {c for _, _, c, m in found if m == mod} for mod in Modality}

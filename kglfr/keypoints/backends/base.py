@@ -7,7 +7,6 @@ backend is one file with ``@register_backend("name")``.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kglfr.errors import KglfrError
+from kglfr.io import file_sha256  # noqa: F401  (re-exported: the backends import it from here)
 from kglfr.keypoints.coco import COCO17
 
 __all__ = ["COCO17", "BatchInfo", "PoseBackend", "PoseOutput", "backend_names", "build_backend", "register_backend"]
@@ -86,11 +86,3 @@ def build_backend(name: str, **options) -> PoseBackend:
     if name not in _BACKENDS:
         raise KglfrError(f"unknown pose backend {name!r}; choose one of {', '.join(backend_names())}")
     return _BACKENDS[name](**options)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
