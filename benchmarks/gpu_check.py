@@ -619,7 +619,7 @@ def resolve_device(want: str, smoke: bool) -> str:
     if want == "auto":
         return "cpu" if smoke or not torch.cuda.is_available() else "cuda"
     if want == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"gpu_check: error: --device cuda, but torch {torch.__version__} sees no CUDA device "
+        raise ValueError(f"--device cuda, but torch {torch.__version__} sees no CUDA device "
                          f"(built for CUDA {torch.version.cuda}); use --smoke or --device cpu")  # fmt: skip
     return want
 
@@ -635,7 +635,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work folder (store, runs, logs) under --out")
     args = ap.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
-    device = resolve_device(args.device, args.smoke)
+    try:
+        device = resolve_device(args.device, args.smoke)
+    except ValueError as e:
+        print(f"gpu_check: error: {e}", file=sys.stderr)
+        return 2
     if device == "cpu" and not args.smoke:
         print("gpu_check: warning: the full check on the CPU takes hours; --smoke is the CPU check", file=sys.stderr)
     if plan.threads:
