@@ -141,7 +141,8 @@ class Runner:
         self.out, self.plan, self.device, self.budget = out, plan, device, budget
         self.t0 = time.perf_counter()
         self.records: list[StepRecord] = []
-        self.state: dict = {}  # what later steps need (store path, step rates, ...)
+        # what later steps need (store path, step rates, ...); the work folder is removed at the end unless --keep
+        self.state: dict = {"work": Path(tempfile.mkdtemp(prefix="gpu_check-work-", dir=out))}
         self.json_path = out / "gpu_check.json"
 
     def elapsed(self) -> float:
@@ -163,6 +164,7 @@ class Runner:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 rec = StepRecord(name, "failed", 0.0, f"FAILED: {first[:100]}", error=f"{type(e).__name__}: {e}")
                 rec.figures["traceback"] = traceback.format_exc(limit=6).splitlines()[-12:]
+                free_gpu()  # a CUDA out-of-memory must not spill into the next step
         rec.seconds = round(time.perf_counter() - t, 2)
         self.records.append(rec)
         self.write()
@@ -174,9 +176,14 @@ class Runner:
             t["judged"] = not self.plan.smoke and t["met"] is not None
         missed = [t for t in rec.targets if t["judged"] and not t["met"]]
         if missed and rec.status == "passed":
-            rec.status = "failed"
+            rec.status, rec.summary = "failed", f"{rec.summary} [target missed]"
             rec.error = "target missed: " + "; ".join(f"{t['name']} {t['value']:.3g} (want {t['op']} {t['limit']})"
                                                       for t in missed)  # fmt: skip
+
+    def need(self, key: str, step: str) -> object:
+        if key not in self.state:
+            raise StepError(f"needs the {key} of the {step} step, which did not run or failed")
+        return self.state[key]
 
     def failed(self) -> bool:
         return any(r.status == "failed" for r in self.records)
@@ -290,7 +297,9 @@ def step_environment(r: Runner) -> Outcome:
         p = torch.cuda.get_device_properties(0)
         f.update(gpu=p.name, gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(p.total_memory / 2**30, 1),
                  capability=f"{p.major}.{p.minor}", gpu_bf16=torch.cuda.is_bf16_supported(),
-                 cudnn=torch.backends.cudnn.version())  # fmt: skip
+                 cudnn=torch.backends.cudnn.version(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                 tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                 cudnn_benchmark=torch.backends.cudnn.benchmark)  # fmt: skip
         summary = (f"{p.name} {f['gpu_memory_gib']} GiB, CUDA {torch.version.cuda}, bf16 {f['gpu_bf16']}, "
                    f"torch {torch.__version__}, {f['cpus']} CPUs")  # fmt: skip
     return Outcome(summary, f)
@@ -330,9 +339,8 @@ def read_metrics(run: Path) -> list[dict]:
 def start_and_terminate(r: Runner, run: Path, logs: Path) -> dict:
     """Start the training, SIGTERM it once the first epoch's checkpoint and ``signal_after`` step lines exist."""
     p = r.plan
-    cmd = kglfr_cmd(
-        "train", "--config", "sysu/kglfr", "--out", str(run), "--no-progress", *train_overrides(r, r.state["store"])
-    )
+    overrides = train_overrides(r, r.need("store", "dataset"))
+    cmd = kglfr_cmd("train", "--config", "sysu/kglfr", "--out", str(run), "--no-progress", *overrides)
     with open(logs / "train.out", "w") as out, open(logs / "train.err", "w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=subprocess_env(p.threads))
     deadline = time.monotonic() + (120 if p.smoke else 300)
@@ -377,6 +385,7 @@ def check_resumed(r: Runner, run: Path, before: int, saved: int) -> dict:
         raise StepError(f"the evaluation is not finite: {', '.join(bad) or 'no protocol evaluated'}")
     epochs = [m for m in read_metrics(run) if m.get("type") == "epoch"]
     f["train_loop_images_per_s"] = max((m["images_per_s"] for m in epochs), default=None)
+    r.state["train_loop_rate"] = f["train_loop_images_per_s"]
     if p.epochs * p.iters - saved <= 0:
         raise StepError(f"the SIGTERM came after the last step ({saved}); nothing was left to resume")
     return f
@@ -421,7 +430,7 @@ def bench_configs(r: Runner, amp: str, extra: tuple[str, ...] = ()) -> dict:
     from kglfr.train import config as C
 
     p = r.plan
-    common = [f"data.store={r.state['store']}", f"model.arch={p.arch}", f"data.height={p.height}",
+    common = [f"data.store={r.need('store', 'dataset')}", f"model.arch={p.arch}", f"data.height={p.height}",
               f"data.width={p.width}", *p.batch, "model.pretrained=none", f"train.device={r.device}",
               f"train.amp={amp}", f"train.channels_last={'on' if r.device == 'cuda' else 'auto'}",
               "train.tensorboard=false", f"train.threads={p.threads}", *extra]  # fmt: skip
@@ -478,7 +487,7 @@ def step_pipeline(r: Runner) -> Outcome:
     from kglfr.keypoints.cache import KeypointCache
 
     cfg = r.state.get("kglfr_cfg") or bench_configs(r, precisions(r.device)[-1][1])["kglfr"]
-    store = Store.open(r.state["store"])
+    store = Store.open(r.need("store", "dataset"))
     cache = KeypointCache.open(store)
     size = (r.plan.height, r.plan.width)
     fmap = bt.build_model(cfg, 2).feature_map_size(size)
@@ -489,6 +498,8 @@ def step_pipeline(r: Runner) -> Outcome:
         return Outcome(f"{rate:,.0f} img/s (no step rate: step_throughput did not run)", f)
     f["kglfr_step_images_per_s"] = round(step, 1)
     f["pipeline_over_kglfr_step"] = round(rate / step, 2)
+    if r.state.get("train_loop_rate"):  # the whole loop of step 3 against the bare step: near 1 if data keeps up
+        f["train_loop_over_kglfr_step"] = round(r.state["train_loop_rate"] / step, 2)
     return Outcome(
         f"{rate:,.0f} img/s = {rate / step:.1f}x the KGLFR step",
         f,
@@ -535,7 +546,7 @@ def torchrun(r: Runner, store: Path, device: str, tag: str) -> tuple[int, Path, 
                                 timeout=180).returncode  # fmt: skip
         except subprocess.TimeoutExpired:
             rc = -1
-    return rc, run, tail(logs / f"ddp-{tag}.err", 40)
+    return rc, run, tail(logs / f"ddp-{tag}.err", 400)  # the child's error stands above torchrun's summary
 
 
 def check_ddp_run(rc: int, run: Path, lines: list[str], what: str) -> None:
@@ -552,7 +563,7 @@ def check_ddp_run(rc: int, run: Path, lines: list[str], what: str) -> None:
 
 def step_ddp(r: Runner) -> Outcome:
     if r.plan.smoke:
-        store = r.state["store"]
+        store = r.need("store", "dataset")
     else:
         store, _ = make_store(r.state["work"] / "ddp-data", 64, 32, SMOKE.ids, SMOKE.images_per_camera, None)
     if r.device != "cuda":
@@ -646,7 +657,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(plan.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     runner = Runner(args.out, plan, device, args.budget if args.budget is not None else plan.budget)
-    runner.state["work"] = Path(tempfile.mkdtemp(prefix="gpu_check-work-", dir=args.out))
     try:
         for name in STEPS:
             runner.run(name, STEP_FUNCTIONS[name], optional=name in OPTIONAL)

@@ -55,7 +55,10 @@ def test_a_failing_step_is_recorded_and_the_next_one_still_runs(tmp_path):
 
     r.run("dataset", broken)
     r.run("environment", gpu_check.step_environment)
-    assert [(x.name, x.status) for x in r.records] == [("dataset", "failed"), ("environment", "passed")]
+    r.run("train_resume", gpu_check.step_train_resume)
+    assert [(x.name, x.status) for x in r.records] == [("dataset", "failed"), ("environment", "passed"),
+                                                       ("train_resume", "failed")]  # fmt: skip
+    assert "needs the store of the dataset step" in r.records[2].error
     assert r.failed()
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert saved["passed"] is False and "the checkpoint is missing" in saved["steps"][0]["error"]
