@@ -149,3 +149,10 @@ def test_trial_all_into_a_trials_folder_is_refused(ten_trials, capsys):
     _, out, store = ten_trials
     rc = main(["train", "--config", "regdb/kglfr", "--out", str(out), f"data.store={store}", "--trial", "all"])
     assert rc != 0 and "--resume" in capsys.readouterr().err
+
+
+def test_evaluate_checkpoint_of_a_folder_without_trials_says_what_to_give(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err
+    assert "holds no trial runs" in err and "checkpoint.pt" in err
