@@ -22,6 +22,9 @@ regdb/kglfr, llcm/kglfr; or a YAML file of your own ('_base_: PRESET.yaml' inher
 schema can be overridden as section.key=value (data.store, model.arch, model.pretrained, train.epochs,
 train.seed, ...); an unknown key is an error naming the closest ones. The run folder keeps config.yaml
 (resolved), checkpoint.pt (every epoch), metrics.jsonl, train.log, results/ and report.md.
+--trial all: RUN/trial1..10, then RUN/report.md and RUN/RESULT.json, every trial's row and the mean ± std
+over the ten models beside the paper's figures; a failed trial is recorded and the next one trains (exit
+non-zero at the end, naming it); --resume RUN continues the unfinished trials and writes the table again.
 """
 
 
