@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from kglfr.cli import add_command
 from kglfr.errors import KglfrError
@@ -18,6 +19,7 @@ EXAMPLES = """
   kglfr evaluate --features regdb_t1.npz --features regdb_t2.npz --protocol regdb-v2i   # one file per trial
   kglfr evaluate --features llcm_test.npz --protocol llcm-i2v --rerank --out llcm.json
   kglfr evaluate --checkpoint runs/demo/train/checkpoint.pt --store runs/demo/store --protocol sysu-all
+  kglfr evaluate --checkpoint runs/regdb --out runs/regdb-eval   # a 'kglfr train --trial all' folder
   kglfr evaluate --features sysu_test.npz --protocol sysu-all --gallery-draw official --gallery-perm rand_perm_cam.mat
 
 The features file (.npz) holds every test image of the dataset: feats (N x D), pids (N), cams (N),
@@ -26,7 +28,9 @@ kglfr.eval.save_features. SYSU and LLCM: one file, the gallery (LLCM VIS->IR: th
 drawn from it per trial with seeds 0..trials-1; SYSU --gallery-draw official takes the dataset
 authors' fixed draw from exp/rand_perm_cam.mat instead (runs 1..trials, needs scipy; with --checkpoint
 the file defaults to the store's source root). RegDB: each trial has its own model, so pass one file
-per trial (each gives one row).
+per trial (each gives one row). --checkpoint FOLDER of 'kglfr train --trial all' (trial1..trial10):
+each trial's model on its own trial split, one table across the trials (--out DIR: DIR/report.md and
+DIR/RESULT.json).
 """
 
 PROTOCOL_HELP = {
@@ -131,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from kglfr.eval.report import format_table, write_result
     from kglfr.eval.rerank import RerankConfig
 
+    if args.checkpoint and os.path.isdir(args.checkpoint):
+        return run_trials_folder(args)
     if args.worst is not None:
         if not args.checkpoint or not args.out:
             raise KglfrError("--worst N needs --checkpoint CKPT --store STORE and --out DIR")
@@ -226,4 +232,37 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         for name in ev.results:
             png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, features=fs)
             print(f"worst {args.worst} queries of {name}: {png}, {js}")
+    return 0
+
+
+def run_trials_folder(args: argparse.Namespace) -> int:
+    """--checkpoint FOLDER of 'kglfr train --trial all': every trial's model on its own split, one table."""
+    from pathlib import Path
+
+    from kglfr.train.trials import (
+        evaluate_trials,
+        format_trials_report,
+        is_trials_folder,
+        trials_table,
+        write_trials_report,
+    )
+
+    folder = Path(args.checkpoint)
+    if not is_trials_folder(folder):
+        raise KglfrError(f"--checkpoint {folder} is a folder that holds no trial runs (trial1 .. trial10 "
+                         f"of 'kglfr train --trial all'); give a checkpoint file, e.g. "
+                         f"{folder / 'checkpoint.pt'}")  # fmt: skip
+    for flag, given in (("--features", args.features), ("--protocol", args.protocol), ("--worst", args.worst),
+                        ("--rerank", args.rerank), ("--trials", args.trials)):  # fmt: skip
+        if given:
+            raise KglfrError(f"{flag} does not apply to a folder of trial runs ({folder}): each trial's model is "
+                             "scored under RegDB's protocols on its own split")  # fmt: skip
+    if args.out:
+        check_writable(Path(args.out) / "RESULT.json", option="--out")
+    table = trials_table(*evaluate_trials(folder, args.store, args.device, args.flip, progress=True), folder)
+    if args.out:
+        print(write_trials_report(Path(args.out), table))
+        print(f"results written to {Path(args.out) / 'report.md'} and {Path(args.out) / 'RESULT.json'}")
+    else:
+        print(format_trials_report(table))
     return 0

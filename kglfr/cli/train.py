@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from kglfr.cli import add_command
@@ -21,6 +22,9 @@ regdb/kglfr, llcm/kglfr; or a YAML file of your own ('_base_: PRESET.yaml' inher
 schema can be overridden as section.key=value (data.store, model.arch, model.pretrained, train.epochs,
 train.seed, ...); an unknown key is an error naming the closest ones. The run folder keeps config.yaml
 (resolved), checkpoint.pt (every epoch), metrics.jsonl, train.log, results/ and report.md.
+--trial all: RUN/trial1..10, then RUN/report.md and RUN/RESULT.json, every trial's row and the mean ± std
+over the ten models beside the paper's figures; a failed trial is recorded and the next one trains (exit
+non-zero at the end, naming it); --resume RUN continues the unfinished trials and writes the table again.
 """
 
 
@@ -47,11 +51,14 @@ def run(args: argparse.Namespace) -> int:
     from kglfr.errors import KglfrError
     from kglfr.train import config as C
     from kglfr.train.trainer import check_resume, train
+    from kglfr.train.trials import is_trials_folder
 
     if args.resume:
         if args.config or args.out:
             raise KglfrError("--resume RUN takes the run's saved config and folder; leave out --config and --out")
         folder = Path(args.resume)
+        if is_trials_folder(folder):
+            return resume_trials(folder, args)
         cfg = check_resume(folder, args.overrides, args.force)
         _print_tables(train(cfg, folder, resume=True, progress=not args.no_progress))
         return 0
@@ -61,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     trials: list[int | None] = [None]
     if args.trial is not None:
         if args.trial == "all":
-            trials = list(range(1, REGDB_TRIALS + 1))
+            return train_all_trials(Path(args.out), args)
         elif args.trial.isdigit() and int(args.trial) >= 1:
             trials = [int(args.trial)]
         else:
@@ -69,8 +76,82 @@ def run(args: argparse.Namespace) -> int:
     for t in trials:
         overrides = list(args.overrides) + ([] if t is None else [f"data.trial={t}"])
         cfg = C.load_config(args.config, overrides)
-        out = Path(args.out) if len(trials) == 1 else Path(args.out) / f"trial{t}"
-        _print_tables(train(cfg, out, progress=not args.no_progress, force=args.force))
+        _print_tables(train(cfg, Path(args.out), progress=not args.no_progress, force=args.force))
+    return 0
+
+
+def train_all_trials(folder: Path, args: argparse.Namespace) -> int:
+    """--trial all: R/trial1..10, each trained on its own split, then the table across them."""
+    from kglfr.train import config as C
+    from kglfr.train.trainer import train
+    from kglfr.train.trials import start_plan, trial_folder
+
+    trials = list(range(1, REGDB_TRIALS + 1))
+    start_plan(folder, C.load_config(args.config, args.overrides), trials)
+
+    def job(t: int):
+        cfg = C.load_config(args.config, [*args.overrides, f"data.trial={t}"])
+        return lambda: train(cfg, trial_folder(folder, t), progress=not args.no_progress, force=args.force)
+
+    return _run_trials(folder, [(t, job(t)) for t in trials])
+
+
+def resume_trials(folder: Path, args: argparse.Namespace) -> int:
+    """--resume of a --trial all folder: continue the unfinished trials, start the ones never started (or that
+    failed before their first checkpoint), keep the finished ones; then the table."""
+    from kglfr.train.trainer import CHECKPOINT, check_resume, train
+    from kglfr.train.trials import read_plan, trial_config, trial_folder, trial_state
+
+    plan, jobs = read_plan(folder), []
+    progress = not args.no_progress
+    for t in plan["trials"]:
+        run = trial_folder(folder, t)
+        if trial_state(folder, t, plan) == "finished":
+            print(f"trial {t}: finished, kept ({run})")
+        elif (run / CHECKPOINT).is_file():
+            cfg = check_resume(run, args.overrides, args.force)
+            jobs.append((t, lambda cfg=cfg, run=run: train(cfg, run, resume=True, progress=progress)))
+        else:
+            cfg = trial_config(folder, t, args.overrides, args.force)
+            jobs.append((t, lambda cfg=cfg, run=run: train(cfg, run, progress=progress, force=args.force)))
+    return _run_trials(folder, jobs)
+
+
+def _run_trials(folder: Path, jobs: list) -> int:
+    """Train the trials in turn; a failed one is recorded and the next one trains; Ctrl-C stops them all. The
+    table across the finished trials is written (and printed) in every case; failures make the exit non-zero."""
+    import traceback
+
+    from kglfr.errors import KglfrError
+    from kglfr.eval.aggregate import spans
+    from kglfr.train.trainer import Interrupted
+    from kglfr.train.trials import collect_trials, record_failure, trials_table, write_trials_report
+
+    failed = []
+    try:
+        for t, job in jobs:
+            print(f"== trial {t} ({folder / f'trial{t}'}) ==", flush=True)
+            try:
+                result = job()
+            except Interrupted:
+                raise
+            except Exception as e:  # one trial's failure must not lose the others: record it, go on
+                msg = str(e) if isinstance(e, KglfrError) else f"{type(e).__name__}: {e}"
+                if not isinstance(e, KglfrError):
+                    traceback.print_exc()
+                print(f"kglfr train: trial {t} failed: {msg}", file=sys.stderr)
+                record_failure(folder, t, msg)
+                failed.append(t)
+                continue
+            record_failure(folder, t, None)
+            _print_tables(result)
+    finally:
+        table = trials_table(*collect_trials(folder), folder)
+        print(write_trials_report(folder, table))
+        print(f"table across the trials written to {folder / 'report.md'} and {folder / 'RESULT.json'}")
+    if failed:
+        raise KglfrError(f"trial(s) {spans(failed)} of {folder} failed (see above); the table leaves them out. "
+                         f"Fix the cause and continue with 'kglfr train --resume {folder}'")  # fmt: skip
     return 0
 
 
