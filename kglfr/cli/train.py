@@ -10,7 +10,8 @@ from kglfr.cli import add_command
 from kglfr.data.conventions import REGDB_TRIALS
 
 EXAMPLES = """
-  kglfr train --config sysu/kglfr --out runs/sysu-kglfr data.store=stores/sysu model.pretrained=resnet50-0676ba61.pth
+  kglfr train --config sysu/kglfr --out runs/sysu-kglfr data.store=stores/sysu   # ImageNet weights fetched once
+  kglfr train --config sysu/kglfr --out runs/offline data.store=stores/sysu model.pretrained=resnet50-0676ba61.pth
   kglfr train --config sysu/baseline --out runs/sysu-base data.store=stores/sysu train.seed=1
   kglfr train --config regdb/kglfr --out runs/regdb data.store=stores/regdb --trial all   # runs/regdb/trial1..10
   kglfr train --config demo --out runs/mine data.store=runs/demo/store train.epochs=5
