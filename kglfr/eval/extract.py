@@ -23,6 +23,7 @@ from kglfr.data.images import decode_image
 from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.errors import KglfrError
 from kglfr.eval.features import FeatureSet, check_features
+from kglfr.runtime import input_format
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ def embed_batch(
     amp_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """{"bn", "pool"}: the two test-time features (B x C, not normalised) of a preprocessed batch from
-    one backbone pass (two with ``flip``: the mirror's features are added). Uses the model's mode."""
+    one backbone pass (two with ``flip``: the mirror's features are added). Uses the model's mode; the
+    batch follows the model's memory format (channels_last under the runtime policy)."""
     core = getattr(model, "module", model)  # DDP
+    x = x.contiguous(memory_format=input_format(core))
     with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         pool, bn = core.forward_head(core.forward_features(x, modality))
         if flip:

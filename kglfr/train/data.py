@@ -50,6 +50,15 @@ class Batch:
     part_valid: torch.Tensor | None  # B x 11 bool
     step: int
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked host memory, so that ``to(cuda)`` copies asynchronously."""
+
+        def pin(t):
+            return None if t is None else t.pin_memory()
+
+        return Batch(pin(self.images), pin(self.labels), pin(self.pids), pin(self.modalities), pin(self.heatmaps),
+                     pin(self.parts), pin(self.part_valid), self.step)  # fmt: skip
+
     def to(self, device: torch.device) -> Batch:
         def move(t):
             return None if t is None else t.to(device, non_blocking=True)
@@ -130,8 +139,9 @@ class TrainData:
             step=step,
         )
 
-    def epoch(self, epoch: int, start_step: int = 0, prefetch: int = 2) -> Iterator[Batch]:
-        """The batches of ``epoch`` from ``start_step`` on, read one or two ahead in a thread."""
+    def epoch(self, epoch: int, start_step: int = 0, prefetch: int = 2, pin: bool = False) -> Iterator[Batch]:
+        """The batches of ``epoch`` from ``start_step`` on, read one or two ahead in a thread while the
+        current step runs (``pin``: in page-locked memory, for non-blocking copies to a GPU)."""
         self.sampler.set_epoch(epoch)
         plan = [(s, b) for s, b in enumerate(self.sampler) if s >= start_step]
         if prefetch <= 0:
@@ -146,7 +156,8 @@ class TrainData:
                 for s, b in plan:
                     if stop.is_set():
                         return
-                    q.put(self.make_batch(b, epoch, s))
+                    batch = self.make_batch(b, epoch, s)
+                    q.put(batch.pin_memory() if pin else batch)
                 q.put(None)
             except BaseException as e:  # handed to the consumer
                 q.put(e)
