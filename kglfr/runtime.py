@@ -50,16 +50,23 @@ def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 
 
 def supported_amp(device: torch.device) -> tuple[str, ...]:
-    """The ``amp`` values (besides ``auto``) the device can run."""
+    """The ``amp`` values (besides ``auto``) the device can run. Every CPU runs bf16 (emulated, about as
+    slow as float32, where it has no native bf16: ``auto`` picks it only where it is native); none fp16."""
     if device.type == "cuda":
         return ("off", "bf16", "fp16") if torch.cuda.is_bf16_supported() else ("off", "fp16")
-    return ("off", "bf16") if cpu_has_bf16() else ("off",)
+    return ("off", "bf16")
+
+
+def _auto_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type == "cuda":
+        return DTYPES["bf16"] if torch.cuda.is_bf16_supported() else DTYPES["fp16"]
+    return DTYPES["bf16"] if cpu_has_bf16() else None
 
 
 def _describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"GPU {torch.cuda.get_device_name(device)}"
-    return "this CPU" + ("" if cpu_has_bf16() else " (no native bfloat16: no avx512_bf16 / amx_bf16 flag)")
+    return "the CPU"
 
 
 def amp_dtype(amp: str, device: torch.device, name: str = "amp") -> torch.dtype | None:
@@ -67,11 +74,11 @@ def amp_dtype(amp: str, device: torch.device, name: str = "amp") -> torch.dtype 
     ``name`` is the parameter as the caller's users know it (``train.amp``, ``amp``)."""
     if amp not in AMP_CHOICES:
         raise KglfrError(f"unknown {name} {amp!r}; use one of {', '.join(AMP_CHOICES)}")
-    supported = supported_amp(device)
     if amp == "auto":
-        return DTYPES["bf16"] if "bf16" in supported else DTYPES["fp16"] if "fp16" in supported else None
+        return _auto_dtype(device)
     if amp == "off":
         return None
+    supported = supported_amp(device)
     if amp not in supported:
         raise KglfrError(f"{name}={amp} is not supported on {_describe(device)}; it supports "
                          f"{name}={' or '.join(supported)} (or auto)")  # fmt: skip
