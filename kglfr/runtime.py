@@ -79,9 +79,10 @@ def amp_dtype(amp: str, device: torch.device, name: str = "amp") -> torch.dtype 
     if amp == "off":
         return None
     supported = supported_amp(device)
+    sep = " " if name.startswith("--") else "="
     if amp not in supported:
-        raise KglfrError(f"{name}={amp} is not supported on {_describe(device)}; it supports "
-                         f"{name}={' or '.join(supported)} (or auto)")  # fmt: skip
+        raise KglfrError(f"{name}{sep}{amp} is not supported on {_describe(device)}; it supports "
+                         f"{name}{sep}{' or '.join(supported)} (or auto)")  # fmt: skip
     return DTYPES[amp]
 
 

@@ -186,8 +186,14 @@ def store_feature_set(model, store, split: str = "test", which: str = "bn", flip
     trial = model.checkpoint.get("config", {}).get("data", {}).get("trial")
     indices = split_indices(store, split, trial)
     feats = store_features(model.model, store, indices, model.input_size, batch_size, model.device, flip,
-                           progress=progress)  # fmt: skip
+                           _amp(model), progress)  # fmt: skip
     return feature_sets_of(store, {which: feats[which]}, indices, split)[which]
+
+
+def _amp(model) -> torch.dtype | None:
+    """The autocast dtype of a ReIDModel-like model's runtime policy (float32 without one)."""
+    policy = getattr(model, "policy", None)
+    return None if policy is None else policy.amp_dtype
 
 
 def check_which(which: str) -> None:
@@ -196,14 +202,14 @@ def check_which(which: str) -> None:
 
 
 def embed_images(model: torch.nn.Module, images, modality, size: tuple[int, int], device="cpu",
-                 which: str = "bn", flip: bool = False, batch_size: int = 64,
-                 progress: bool = False) -> np.ndarray:  # fmt: skip
+                 which: str = "bn", flip: bool = False, batch_size: int = 64, progress: bool = False,
+                 amp_dtype: torch.dtype | None = None) -> np.ndarray:  # fmt: skip
     """N x D float32 L2-normalised ``which`` features of ``images`` (all of ``modality``): a list of
     H x W x 3 uint8 RGB arrays or paths, an N x H x W x 3 uint8 array, or a B x 3 x H x W tensor."""
     check_which(which)
     m = parse_modality(modality)
     if isinstance(images, torch.Tensor):
-        return normalised(embed_batch(model, preprocess(images, size, device), m, flip))[which]
+        return normalised(embed_batch(model, preprocess(images, size, device), m, flip, amp_dtype))[which]
     if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):
         images = [images]
     images = list(images)
@@ -213,7 +219,7 @@ def embed_images(model: torch.nn.Module, images, modality, size: tuple[int, int]
     with _bar(len(images), progress) as bar:
         for s in range(0, len(images), batch_size):
             chunk = images[s : s + batch_size]
-            f = normalised(embed_batch(model, preprocess(chunk, size, device), m, flip))[which]
+            f = normalised(embed_batch(model, preprocess(chunk, size, device), m, flip, amp_dtype))[which]
             if out is None:
                 out = np.zeros((len(images), f.shape[1]), np.float32)
             out[s : s + len(chunk)] = f
@@ -231,7 +237,8 @@ def folder_feature_set(model, folder, modality, which: str = "bn", flip: bool = 
     files = image_folder(folder) if files is None else list(files)
     rel = [f.relative_to(folder).as_posix() for f in files]
     layout = [parse_layout(r) for r in rel]
-    feats = embed_images(model.model, files, m, model.input_size, model.device, which, flip, batch_size, progress)
+    feats = embed_images(model.model, files, m, model.input_size, model.device, which, flip, batch_size, progress,
+                         _amp(model))  # fmt: skip
     pids = np.asarray([p for p, _ in layout], np.int64)
     cams = np.asarray([c for _, c in layout], np.int64)
     return check_features(feats, pids, cams, np.asarray(rel), np.full(len(files), int(m), np.int64), str(folder))
