@@ -62,7 +62,7 @@ def resolve_runtime(cfg: DictConfig) -> Runtime:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = _device(cfg.train.device, world, local)
-    policy = resolve_policy(device, cfg.train.amp, cfg.train.channels_last, name="train.amp")
+    policy = resolve_policy(device, cfg.train.amp, cfg.train.channels_last, name="train.amp", training=True)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)

@@ -45,6 +45,9 @@ def test_the_cpu_policy_follows_native_bf16_and_off_is_the_plain_fp32_path():
     auto = resolve_policy("cpu")
     assert auto.amp_dtype == (torch.bfloat16 if cpu_has_bf16() else None)
     assert auto.channels_last == (auto.amp_dtype is not None)
+    training = resolve_policy("cpu", training=True)  # float32 until a native-bf16 CPU's demo measurement
+    assert (training.amp_dtype, training.channels_last) == (None, False)
+    assert resolve_policy("cpu", "bf16", training=True).amp_dtype == torch.bfloat16
     off = resolve_policy("cpu", "off")
     assert (off.amp_dtype, off.channels_last, off.amp_name) == (None, False, "off")
     bf16 = resolve_policy("cpu", "bf16")
