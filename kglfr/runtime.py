@@ -4,15 +4,16 @@ Training (``train.amp`` / ``train.channels_last``), extraction, evaluation, sear
 ``kglfr.load(..., amp=...)`` all ask :func:`resolve_policy`. ``auto`` picks, for the device in use:
 
 * a GPU: bfloat16 autocast where the GPU has it, else float16 (training adds a GradScaler);
-* a CPU with native bfloat16 (AVX512-BF16 or AMX, read from ``/proc/cpuinfo``): bfloat16 autocast for
-  inference (extraction, evaluation, search, Grad-CAM, the API); training stays float32 there unless
-  ``train.amp=bf16`` asks (:data:`CPU_TRAIN_AUTO_BF16`: not flipped before a 3-seed demo measurement on
-  such a CPU shows the Rank-1 within 1 point of float32);
-* any other CPU: float32.
+* a CPU: float32; ``bf16`` asks for bfloat16 autocast (fast only on CPUs with native bfloat16, AVX512-BF16
+  or AMX, read from ``/proc/cpuinfo``; emulated elsewhere). :data:`CPU_AUTO_BF16` would make ``auto`` pick
+  it on such CPUs; it stays off because bf16 features of a trained model do not match float32's closely
+  enough (the demo's trained ResNet-18: cosine 0.986 min, 0.995 mean; Rank-1 -0.4 points), so a model's
+  numbers would depend on the machine.
 
-Memory format ``auto``: channels_last on a GPU, and on the CPU whenever autocast is on (where it is
-most of the speed-up). So ``amp=off`` on the CPU runs exactly the float32, contiguous path of before,
-bit for bit. A dtype the device cannot run is one error naming what it supports.
+Memory format ``auto``: channels_last on a GPU, under autocast, and for inference on the CPU (float32
+channels_last: the same features up to float noise, 1.3x faster here); a CPU training step in float32
+stays contiguous, so ``train.amp=off`` (and ``auto``) on the CPU is the training path of before, bit for
+bit. A dtype the device cannot run is one error naming what it supports.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ CHANNELS_LAST_CHOICES = ("auto", "on", "off")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-CPU_TRAIN_AUTO_BF16 = False  # train.amp=auto on a CPU with native bf16: float32 until measured (see above)
+CPU_AUTO_BF16 = False  # amp=auto on a CPU with native bf16 picks bf16 (see the module doc for why not)
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,10 +62,10 @@ def supported_amp(device: torch.device) -> tuple[str, ...]:
     return ("off", "bf16")
 
 
-def _auto_dtype(device: torch.device, training: bool) -> torch.dtype | None:
+def _auto_dtype(device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return DTYPES["bf16"] if torch.cuda.is_bf16_supported() else DTYPES["fp16"]
-    return DTYPES["bf16"] if cpu_has_bf16() and (CPU_TRAIN_AUTO_BF16 or not training) else None
+    return DTYPES["bf16"] if CPU_AUTO_BF16 and cpu_has_bf16() else None
 
 
 def _describe(device: torch.device) -> str:
@@ -73,13 +74,13 @@ def _describe(device: torch.device) -> str:
     return "the CPU"
 
 
-def amp_dtype(amp: str, device: torch.device, name: str = "amp", training: bool = False) -> torch.dtype | None:
+def amp_dtype(amp: str, device: torch.device, name: str = "amp") -> torch.dtype | None:
     """The autocast dtype for ``amp`` (auto, off, bf16, fp16) on ``device``: None means float32.
     ``name`` is the parameter as the caller's users know it (``train.amp``, ``--amp``)."""
     if amp not in AMP_CHOICES:
         raise KglfrError(f"unknown {name} {amp!r}; use one of {', '.join(AMP_CHOICES)}")
     if amp == "auto":
-        return _auto_dtype(device, training)
+        return _auto_dtype(device)
     if amp == "off":
         return None
     supported = supported_amp(device)
@@ -121,13 +122,14 @@ class Policy:
 def resolve_policy(device: str | torch.device, amp: str = "auto", channels_last: str | bool = "auto",
                    name: str = "amp", training: bool = False) -> Policy:  # fmt: skip
     """The policy for ``device`` under the user's ``amp`` and ``channels_last`` (auto, on, off or a bool);
-    ``training``: for a training step (``auto`` may differ there on the CPU, see the module doc)."""
+    ``training``: for a training step (float32 stays contiguous there on the CPU, see the module doc)."""
     device = torch.device(device)
-    dtype = amp_dtype(amp, device, name, training)
+    dtype = amp_dtype(amp, device, name)
     if isinstance(channels_last, bool):
         cl = channels_last
     elif channels_last in CHANNELS_LAST_CHOICES:
-        cl = device.type == "cuda" or dtype is not None if channels_last == "auto" else channels_last == "on"
+        auto = device.type == "cuda" or dtype is not None or not training
+        cl = auto if channels_last == "auto" else channels_last == "on"
     else:
         raise KglfrError(f"unknown channels_last {channels_last!r}; use auto, on or off")
     return Policy(device, dtype, cl)

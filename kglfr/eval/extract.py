@@ -102,13 +102,20 @@ def embed_batch(
     one backbone pass (two with ``flip``: the mirror's features are added). Uses the model's mode; the
     batch follows the model's memory format (channels_last under the runtime policy)."""
     core = getattr(model, "module", model)  # DDP
-    x = x.contiguous(memory_format=input_format(core))
-    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        pool, bn = core.forward_head(core.forward_features(x, modality))
-        if flip:
-            fpool, fbn = core.forward_head(core.forward_features(x.flip(-1), modality))
-            pool, bn = pool + fpool, bn + fbn
+    if input_format(core) == torch.channels_last:  # else the batch's own layout, as before the policy
+        x = x.contiguous(memory_format=torch.channels_last)
+    pool, bn = core.forward_head(_backbone(core, x, modality, amp_dtype))
+    if flip:
+        fpool, fbn = core.forward_head(_backbone(core, x.flip(-1), modality, amp_dtype))
+        pool, bn = pool + fpool, bn + fbn
     return {"bn": bn, "pool": pool}
+
+
+def _backbone(core, x: torch.Tensor, modality, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The layer4 map, under autocast when asked, as float32: the head (GeM's cube and cube root, the BN
+    neck) runs in float32, where bf16 would cost the trained model's features most of their agreement."""
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        return core.forward_features(x, modality).float()
 
 
 def normalised(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -44,7 +44,8 @@ def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, 
     try:
         with torch.enable_grad():
             policy = getattr(model, "policy", None)
-            x = x.contiguous(memory_format=input_format(net))
+            if input_format(net) == torch.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with nullcontext() if policy is None else policy.autocast():
                 feat = F.normalize(net.extract(x, mt, which="bn", normalise=False).float(), dim=1)
             centre = F.normalize(feat.detach().mean(0, keepdim=True), dim=1)

@@ -41,14 +41,15 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     assert cpu_has_bf16(tmp_path / "missing") is False
 
 
-def test_the_cpu_policy_follows_native_bf16_and_off_is_the_plain_fp32_path():
-    auto = resolve_policy("cpu")
-    assert auto.amp_dtype == (torch.bfloat16 if cpu_has_bf16() else None)
-    assert auto.channels_last == (auto.amp_dtype is not None)
-    training = resolve_policy("cpu", training=True)  # float32 until a native-bf16 CPU's demo measurement
+def test_the_cpu_policy_and_off_is_the_plain_fp32_training_path():
+    auto = resolve_policy("cpu")  # inference: float32 channels_last; bf16 only when asked
+    assert (auto.amp_dtype, auto.channels_last, auto.amp_name) == (None, True, "off")
+    training = resolve_policy("cpu", training=True)  # the training path of before, bit for bit
     assert (training.amp_dtype, training.channels_last) == (None, False)
-    assert resolve_policy("cpu", "bf16", training=True).amp_dtype == torch.bfloat16
-    off = resolve_policy("cpu", "off")
+    assert resolve_policy("cpu", "off", training=True) == training
+    cl = resolve_policy("cpu", "bf16", training=True)
+    assert (cl.amp_dtype, cl.channels_last) == (torch.bfloat16, True)
+    off = resolve_policy("cpu", "off", "off")
     assert (off.amp_dtype, off.channels_last, off.amp_name) == (None, False, "off")
     bf16 = resolve_policy("cpu", "bf16")
     assert (bf16.amp_dtype, bf16.channels_last, bf16.amp_name) == (torch.bfloat16, True, "bfloat16")
@@ -112,7 +113,7 @@ def test_the_api_model_runs_under_its_policy(store):
     m32 = ReIDModel(tiny_net(), ckpt, amp="off")
     m16 = ReIDModel(tiny_net(), ckpt, amp="bf16")
     assert m32.policy.amp_name == "off" and m16.policy.amp_name == "bfloat16"
-    assert input_format(m16.model) == torch.channels_last and input_format(m32.model) == torch.contiguous_format
+    assert input_format(m16.model) == input_format(m32.model) == torch.channels_last  # inference on the CPU
     images = [np.full((32, 16, 3), v, np.uint8) for v in (30, 90, 200)]
     f32, f16 = m32.embed(images, "visible"), m16.embed(images, "visible")
     assert (f32 * f16).sum(1).min() >= 0.999 and not np.array_equal(f32, f16)
