@@ -7,7 +7,8 @@ Paths, each measured with the others' steps alternating (so each sees the same m
 - ``fp32``: float32, contiguous (``train.amp=off train.channels_last=off``, ``--amp off``), the reference;
 - ``channels_last``: float32, channels_last;
 - ``bf16_channels_last``: bf16 autocast + channels_last (what ``auto`` picks on a CPU with native bf16);
-- ``policy``: what ``auto`` picks on this machine (kglfr.runtime.resolve_policy).
+- ``policy``: what ``auto`` picks on this machine (kglfr.runtime.resolve_policy), for training (the step)
+  and for inference (extraction).
 Figures: ``step_<path>_images_per_s`` (the KGLFR preset's ``Trainer.run_step``: KEGFR erasing, forward,
 CE + triplet + KMLFR losses, backward, SGD), ``extract_<path>_images_per_s`` (``embed_batch``, eval mode,
 one backbone pass), and ``*_over_fp32`` ratios. Targets on a CPU with native bf16: extraction >= 2.5x,
@@ -17,6 +18,7 @@ training step >= 1.6x (for the policy's path).
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -47,20 +49,20 @@ def steppers(common: list[str]) -> dict:
         data = trainer.data
         batches = [data.make_batch(b, 0, s) for s, b in zip(range(2), data.sampler, strict=False)]
         trainer.begin_epoch(0)
-        policy = trainer.rt.policy
+        # extraction on a copy, under the inference policy for "policy" (it may differ from training's)
+        policy = resolve_policy(trainer.rt.device) if name == "policy" else trainer.rt.policy
+        model = policy.model(copy.deepcopy(trainer.model)).eval()
         x = batches[0].images.to(policy.device)
 
         def step(i: int, trainer=trainer, batches=batches) -> None:
             trainer.run_step(batches[i % 2])
 
-        def extract(_i: int, trainer=trainer, x=x, policy=policy) -> None:
-            trainer.model.eval()
-            embed_batch(trainer.model, x, 0, amp_dtype=policy.amp_dtype)
-            trainer.model.train()
+        def extract(_i: int, model=model, x=x, policy=policy) -> None:
+            embed_batch(model, x, 0, amp_dtype=policy.amp_dtype)
 
         for fn in (step, extract):
             fn(0)
-        out[name] = (step, extract, len(x), policy)
+        out[name] = (step, extract, len(x), policy, trainer.rt.policy)
     return out
 
 
@@ -99,7 +101,8 @@ def main() -> None:
         policy = runners["policy"][3]
         figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": runners["fp32"][2],
                          "device": str(policy.device), "cpu_native_bf16": cpu_has_bf16(),
-                         "policy": policy.describe(), "threads": torch.get_num_threads()}  # fmt: skip
+                         "policy_training": runners["policy"][4].describe(), "policy_inference": policy.describe(),
+                         "threads": torch.get_num_threads()}  # fmt: skip
         for kind, which in (("step", 0), ("extract", 1)):
             r = rates(runners, args.steps, which)
             for name, v in r.items():
@@ -109,7 +112,6 @@ def main() -> None:
                     figures[f"{kind}_{name}_over_fp32"] = v / r["fp32"]
         figures["target_extract_over_fp32_min"] = 2.5
         figures["target_step_over_fp32_min"] = 1.6
-        assert resolve_policy(policy.device) == policy
     record(f"runtime_{args.arch}_{args.height}x{args.width}", figures)
 
 
