@@ -27,6 +27,7 @@ import torch
 from kglfr.data.datasets.base import IMAGE_SUFFIXES, parse_layout
 from kglfr.data.datasets.base import image_folder as list_images  # recursive, one error when empty
 from kglfr.eval.extract import MODALITY_NAMES, embed_images, parse_modality, preprocess, read_image
+from kglfr.runtime import resolve_policy
 
 IMAGE_EXTS = IMAGE_SUFFIXES  # the names this module had before they moved
 __all__ = ["IMAGE_EXTS", "MODALITY_NAMES", "ReIDModel", "embed_paths", "list_images", "load", "parse_layout",
@@ -37,10 +38,11 @@ class ReIDModel:
     """A trained kglfr model ready for inference: ``embed`` images of one modality into features."""
 
     def __init__(self, model: torch.nn.Module, checkpoint: dict, device: str | torch.device = "cpu",
-                 path: str | Path | None = None) -> None:  # fmt: skip
-        self.model = model.eval()
-        self.checkpoint = checkpoint
+                 path: str | Path | None = None, amp: str = "auto") -> None:  # fmt: skip
         self.device = torch.device(device)
+        self.policy = resolve_policy(self.device, amp)  # autocast dtype and memory format (kglfr.runtime)
+        self.model = self.policy.model(model).eval()
+        self.checkpoint = checkpoint
         self.path = None if path is None else Path(path)
         size = checkpoint.get("input_size") or (
             checkpoint.get("config", {}).get("data", {}).get("height", 288),
@@ -81,7 +83,7 @@ class ReIDModel:
         from kglfr.eval.extract import check_which, embed_batch
 
         check_which(which)
-        f = embed_batch(self.model, x, parse_modality(modality), flip)[which]
+        f = embed_batch(self.model, x, parse_modality(modality), flip, self.policy.amp_dtype)[which]
         return torch.nn.functional.normalize(f.float(), dim=1)
 
     def embed(self, images, modality, which: str = "bn", flip: bool = False, batch_size: int = 64,
@@ -92,7 +94,7 @@ class ReIDModel:
         uint8 array, or a B x 3 x H x W tensor. ``which``: "bn" (the headline) or "pool".
         """
         return embed_images(self.model, images, modality, self.input_size, self.device, which, flip, batch_size,
-                            progress)  # fmt: skip
+                            progress, self.policy.amp_dtype)  # fmt: skip
 
     def search(self, query, query_modality, gallery, **options):
         """Rank ``gallery`` (an image folder, cached, or a features ``.npz``) for ``query`` (an image or a
@@ -104,15 +106,17 @@ class ReIDModel:
 
     def __repr__(self) -> str:
         return (f"ReIDModel({self.path}, arch={getattr(self.model, 'arch', '?')}, input_size={self.input_size}, "
-                f"feature_dim={self.feature_dim})")  # fmt: skip
+                f"feature_dim={self.feature_dim}, amp={self.policy.amp_name})")  # fmt: skip
 
 
-def load(checkpoint: str | Path, device: str | torch.device = "cpu") -> ReIDModel:
-    """The trained model of a ``kglfr train`` checkpoint (file or run folder) as a :class:`ReIDModel`."""
+def load(checkpoint: str | Path, device: str | torch.device = "cpu", amp: str = "auto") -> ReIDModel:
+    """The trained model of a ``kglfr train`` checkpoint (file or run folder) as a :class:`ReIDModel`.
+    ``amp``: auto (the runtime policy: bf16 on a GPU or CPU with native bf16, fp16 on older GPUs, else
+    float32), off (float32), bf16 or fp16; channels_last follows the policy."""
     from kglfr.train.checkpoint import load_model
 
     model, data = load_model(checkpoint, device)
-    return ReIDModel(model, data, device, checkpoint)
+    return ReIDModel(model, data, device, checkpoint, amp)
 
 
 def embed_paths(model: ReIDModel, paths: Sequence[Path], modality, **kw) -> np.ndarray:

@@ -76,6 +76,24 @@ def int_range(low: int, high: int):
     return parse
 
 
+AMP_HELP = (
+    "autocast dtype: auto (default: bf16 on a GPU or CPU with native bf16, fp16 on older GPUs, else "
+    "float32; channels_last with it), off (float32, as before), bf16 or fp16"
+)
+
+
+def add_amp_option(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--amp auto|off|bf16|fp16`` of the commands that run a model (the runtime policy, kglfr.runtime)."""
+    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto", help=prefix + AMP_HELP)
+
+
+def resolve_amp(args: argparse.Namespace):
+    """The runtime policy of ``--device`` / ``--amp``; an unsupported dtype is one line naming the flags."""
+    from kglfr.runtime import resolve_policy
+
+    return resolve_policy(args.device, args.amp, name="--amp")
+
+
 def fraction(text: str) -> float:
     """argparse type: a finite number in [0, 1]."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from kglfr.cli import add_command
+from kglfr.cli import add_amp_option, add_command, resolve_amp
 from kglfr.errors import KglfrError
 from kglfr.io import check_writable
 
@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--flip", action="store_true", help="with --checkpoint: average image and mirror features")
     p.add_argument("--device", default="cpu", help="with --checkpoint: cpu (default) or cuda")
+    add_amp_option(p, "with --checkpoint: ")
     p.add_argument(
         "--protocol",
         default=None,
@@ -198,7 +199,9 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     if not protocols:
         raise KglfrError(f"no published protocol for dataset {store.dataset!r}; pass --protocol")
     official = store_permutations(store, args.gallery_perm) if args.gallery_draw == "official" else None
+    policy = resolve_amp(args)
     model, data = load_model(args.checkpoint, args.device)
+    policy.model(model)
     size = tuple(data.get("input_size", store.size))
     trial = data.get("config", {}).get("data", {}).get("trial")
     ev = evaluate_model(
@@ -210,23 +213,25 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         trials=args.trials or 10,
         device=args.device,
         flip=args.flip,
+        amp_dtype=policy.amp_dtype,
         progress=True,
         official=official,
     )
     for name, by in ev.results.items():
         result = by[args.feature]
-        print(f"{args.feature} feature of {args.checkpoint} (chance Rank-1 {ev.chance_rank1[name]:.2f})")
+        print(f"{args.feature} feature of {args.checkpoint} (amp {policy.amp_name}; "
+              f"chance Rank-1 {ev.chance_rank1[name]:.2f})")  # fmt: skip
         print(format_table(result))
         if args.worst is not None:
-            print(f"results written to {write_result(result, f'{args.out}/{name}.json')}")
+            print(f"results written to {write_result(result, f'{args.out}/{name}.json', policy.amp_name)}")
         elif args.out:
             out = args.out if len(ev.results) == 1 else str(args.out).replace(".json", f"_{name}.json")
-            print(f"results written to {write_result(result, out)}")
+            print(f"results written to {write_result(result, out, policy.amp_name)}")
     if args.worst is not None:
         from kglfr.api import ReIDModel
         from kglfr.inference.failures import worst_queries
 
-        reid = ReIDModel(model, data, args.device, args.checkpoint)
+        reid = ReIDModel(model, data, args.device, args.checkpoint, args.amp)
         reid.input_size = tuple(int(v) for v in size)
         fs = ev.features[args.feature]  # the features just scored: no second extraction
         for name in ev.results:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kglfr.cli import add_command, positive_int
+from kglfr.cli import add_amp_option, add_command, positive_int, resolve_amp
 from kglfr.errors import KglfrError
 
 EXAMPLES = """
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip", action="store_true", help="average image and mirror features")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_amp_option(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise KglfrError("--modality is for --images; a store knows the modality of every image")
     if args.images and Path(args.images).expanduser().is_file():
         raise KglfrError(f"--images {args.images} is a file, not a folder; give the folder that holds the images")
-    model = load(args.checkpoint, args.device)
+    resolve_amp(args)  # an --amp the device cannot run: one line, before the checkpoint is read
+    model = load(args.checkpoint, args.device, args.amp)
     if args.store:
         from kglfr.data.store import Store
 
@@ -68,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
                                 progress=True)  # fmt: skip
     path = save_features(args.out, fs.feats, fs.pids, fs.cams, fs.paths, fs.modalities)
     known = int((fs.pids >= 0).sum())
-    print(f"wrote {path}: {len(fs)} images x {fs.feats.shape[1]} ({args.feature} feature), "
-          f"{known} with a known identity")  # fmt: skip
+    print(f"wrote {path}: {len(fs)} images x {fs.feats.shape[1]} ({args.feature} feature, "
+          f"amp {model.policy.amp_name}), {known} with a known identity")  # fmt: skip
     return 0

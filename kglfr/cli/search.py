@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kglfr.cli import add_command, positive_int
+from kglfr.cli import add_amp_option, add_command, positive_int, resolve_amp
 
 EXAMPLES = """
   kglfr search --checkpoint ckpt.pt --query ir_probe.jpg --query-modality infrared --gallery visible_gallery/
@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the gallery feature cache")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_amp_option(p)
     p.set_defaults(func=run)
 
 
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.out, option="--out")
     if args.gallery_root and not str(args.gallery).endswith(".npz"):
         warn("--gallery-root applies to a features file gallery; a folder gallery draws its own images")
-    model = load(args.checkpoint, args.device)
+    resolve_amp(args)  # an --amp the device cannot run: one line, before the checkpoint is read
+    model = load(args.checkpoint, args.device, args.amp)
     res = search(model, args.query, args.query_modality, args.gallery, gallery_modality=args.gallery_modality,
                  gallery_root=args.gallery_root, top=args.top, method=args.method, flip=args.flip,
                  cache=not args.no_cache, batch_size=args.batch_size, progress=True)  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kglfr.cli import add_command, positive_int
+from kglfr.cli import add_amp_option, add_command, positive_int, resolve_amp
 from kglfr.errors import KglfrError
 
 EXAMPLES = """
@@ -35,6 +35,7 @@ def register(vsub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=4, help="with --store: pairs to draw (default 4)")
     p.add_argument("--out", required=True, help="picture to write (.png, .pdf ...)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_amp_option(p)
     p.set_defaults(func=run)
 
 
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         title = None
     else:
         raise KglfrError("give --images IMG ... --modality M, or --store S --pid P")
-    model = load(args.checkpoint, args.device)
+    resolve_amp(args)  # an --amp the device cannot run: one line, before the checkpoint is read
+    model = load(args.checkpoint, args.device, args.amp)
     print(f"wrote {gradcam_figure(model, visible, infrared, args.out, title)}")
     return 0

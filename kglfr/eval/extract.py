@@ -23,6 +23,7 @@ from kglfr.data.images import decode_image
 from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.errors import KglfrError
 from kglfr.eval.features import FeatureSet, check_features
+from kglfr.runtime import input_format
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,23 @@ def embed_batch(
     amp_dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """{"bn", "pool"}: the two test-time features (B x C, not normalised) of a preprocessed batch from
-    one backbone pass (two with ``flip``: the mirror's features are added). Uses the model's mode."""
+    one backbone pass (two with ``flip``: the mirror's features are added). Uses the model's mode; the
+    batch follows the model's memory format (channels_last under the runtime policy)."""
     core = getattr(model, "module", model)  # DDP
-    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        pool, bn = core.forward_head(core.forward_features(x, modality))
-        if flip:
-            fpool, fbn = core.forward_head(core.forward_features(x.flip(-1), modality))
-            pool, bn = pool + fpool, bn + fbn
+    if input_format(core) == torch.channels_last:  # else the batch's own layout, as before the policy
+        x = x.contiguous(memory_format=torch.channels_last)
+    pool, bn = core.forward_head(_backbone(core, x, modality, amp_dtype))
+    if flip:
+        fpool, fbn = core.forward_head(_backbone(core, x.flip(-1), modality, amp_dtype))
+        pool, bn = pool + fpool, bn + fbn
     return {"bn": bn, "pool": pool}
+
+
+def _backbone(core, x: torch.Tensor, modality, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The layer4 map, under autocast when asked, as float32: the head (GeM's cube and cube root, the BN
+    neck) runs in float32, where bf16 would cost the trained model's features most of their agreement."""
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        return core.forward_features(x, modality).float()
 
 
 def normalised(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -183,8 +193,14 @@ def store_feature_set(model, store, split: str = "test", which: str = "bn", flip
     trial = model.checkpoint.get("config", {}).get("data", {}).get("trial")
     indices = split_indices(store, split, trial)
     feats = store_features(model.model, store, indices, model.input_size, batch_size, model.device, flip,
-                           progress=progress)  # fmt: skip
+                           _amp(model), progress)  # fmt: skip
     return feature_sets_of(store, {which: feats[which]}, indices, split)[which]
+
+
+def _amp(model) -> torch.dtype | None:
+    """The autocast dtype of a ReIDModel-like model's runtime policy (float32 without one)."""
+    policy = getattr(model, "policy", None)
+    return None if policy is None else policy.amp_dtype
 
 
 def check_which(which: str) -> None:
@@ -193,14 +209,14 @@ def check_which(which: str) -> None:
 
 
 def embed_images(model: torch.nn.Module, images, modality, size: tuple[int, int], device="cpu",
-                 which: str = "bn", flip: bool = False, batch_size: int = 64,
-                 progress: bool = False) -> np.ndarray:  # fmt: skip
+                 which: str = "bn", flip: bool = False, batch_size: int = 64, progress: bool = False,
+                 amp_dtype: torch.dtype | None = None) -> np.ndarray:  # fmt: skip
     """N x D float32 L2-normalised ``which`` features of ``images`` (all of ``modality``): a list of
     H x W x 3 uint8 RGB arrays or paths, an N x H x W x 3 uint8 array, or a B x 3 x H x W tensor."""
     check_which(which)
     m = parse_modality(modality)
     if isinstance(images, torch.Tensor):
-        return normalised(embed_batch(model, preprocess(images, size, device), m, flip))[which]
+        return normalised(embed_batch(model, preprocess(images, size, device), m, flip, amp_dtype))[which]
     if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):
         images = [images]
     images = list(images)
@@ -210,7 +226,7 @@ def embed_images(model: torch.nn.Module, images, modality, size: tuple[int, int]
     with _bar(len(images), progress) as bar:
         for s in range(0, len(images), batch_size):
             chunk = images[s : s + batch_size]
-            f = normalised(embed_batch(model, preprocess(chunk, size, device), m, flip))[which]
+            f = normalised(embed_batch(model, preprocess(chunk, size, device), m, flip, amp_dtype))[which]
             if out is None:
                 out = np.zeros((len(images), f.shape[1]), np.float32)
             out[s : s + len(chunk)] = f
@@ -228,7 +244,8 @@ def folder_feature_set(model, folder, modality, which: str = "bn", flip: bool = 
     files = image_folder(folder) if files is None else list(files)
     rel = [f.relative_to(folder).as_posix() for f in files]
     layout = [parse_layout(r) for r in rel]
-    feats = embed_images(model.model, files, m, model.input_size, model.device, which, flip, batch_size, progress)
+    feats = embed_images(model.model, files, m, model.input_size, model.device, which, flip, batch_size, progress,
+                         _amp(model))  # fmt: skip
     pids = np.asarray([p for p, _ in layout], np.int64)
     cams = np.asarray([c for _, c in layout], np.int64)
     return check_features(feats, pids, cams, np.asarray(rel), np.full(len(files), int(m), np.int64), str(folder))

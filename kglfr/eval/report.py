@@ -56,9 +56,10 @@ def result_to_dict(result: ProtocolResult) -> dict:
     }
 
 
-def write_result(result: ProtocolResult, path: str | os.PathLike) -> Path:
-    """Write :func:`result_to_dict` as JSON, atomically."""
-    return write_json_atomic(path, result_to_dict(result), indent=2)
+def write_result(result: ProtocolResult, path: str | os.PathLike, amp: str | None = None) -> Path:
+    """Write :func:`result_to_dict` as JSON, atomically; ``amp``: the autocast dtype the features were
+    computed in (``off``, ``bfloat16``, ``float16``), recorded when given."""
+    return write_json_atomic(path, result_to_dict(result) | ({} if amp is None else {"amp": amp}), indent=2)
 
 
 def header_line(result: ProtocolResult) -> str:

@@ -95,9 +95,11 @@ def top_k(query: np.ndarray, gallery: np.ndarray, k: int, method: str = "auto",
     return s, i.astype(np.int64), method
 
 
-def folder_key(folder: Path, files: list[Path], checkpoint_sha: str, which: str, flip: bool) -> str:
+def folder_key(folder: Path, files: list[Path], checkpoint_sha: str, which: str, flip: bool, amp: str = "off") -> str:
     h = hashlib.sha256()
     h.update(f"{checkpoint_sha}\0{which}\0{int(flip)}\n".encode())
+    if amp != "off":  # float32 keys as before, so existing caches stay valid
+        h.update(f"amp\0{amp}\n".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -139,7 +141,8 @@ def gallery_features(model, folder, modality, which: str = "bn", flip: bool = Fa
 
     folder = Path(folder).expanduser()
     files = image_folder(folder)
-    key = folder_key(folder, files, model.sha256, which, flip)
+    policy = getattr(model, "policy", None)
+    key = folder_key(folder, files, model.sha256, which, flip, "off" if policy is None else policy.amp_name)
     path = cache_path(folder, model.sha256)
     if cache and path.is_file():
         arrays = _read_cache(path, key, len(files), model.feature_dim)

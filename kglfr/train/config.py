@@ -101,8 +101,11 @@ class TrainConfig:
     epochs: int = bounded(100, ge=1)
     seed: int = bounded(0, ge=0)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU that has it, else fp16; off on CPU
-    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU
+    # auto: the runtime policy (kglfr.runtime): bf16 on a GPU that has it, else fp16; float32 on the CPU (bf16
+    # asks for it: fast on CPUs with avx512_bf16 / amx_bf16). off: float32 (on the CPU: the contiguous fp32 path)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU, and on the CPU under autocast
+    compile: Literal["off", "auto", "on"] = "off"  # torch.compile the model; auto: fall back with a warning
     threads: int = bounded(0, ge=0)  # CPU threads for torch (0: torch's default)
     iters_per_epoch: int | None = bounded(None, ge=1)  # None: visible images / (ids_per_batch x per_modality)
     log_every: int = bounded(20, ge=1)

@@ -7,9 +7,12 @@ mid-epoch skips the steps it already took without reading their data.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +52,15 @@ class Batch:
     parts: torch.Tensor | None  # B x 11 x 2, in transformed-image pixels
     part_valid: torch.Tensor | None  # B x 11 bool
     step: int
+
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked host memory, so that ``to(cuda)`` copies asynchronously."""
+
+        def pin(t):
+            return None if t is None else t.pin_memory()
+
+        return Batch(pin(self.images), pin(self.labels), pin(self.pids), pin(self.modalities), pin(self.heatmaps),
+                     pin(self.parts), pin(self.part_valid), self.step)  # fmt: skip
 
     def to(self, device: torch.device) -> Batch:
         def move(t):
@@ -130,13 +142,19 @@ class TrainData:
             step=step,
         )
 
-    def epoch(self, epoch: int, start_step: int = 0, prefetch: int = 2) -> Iterator[Batch]:
-        """The batches of ``epoch`` from ``start_step`` on, read one or two ahead in a thread."""
+    def epoch(self, epoch: int, start_step: int = 0, prefetch: int = 2, pin: bool = False,
+              workers: int = 1) -> Iterator[Batch]:  # fmt: skip
+        """The batches of ``epoch`` from ``start_step`` on, read one or two ahead in a thread while the
+        current step runs (``pin``: in page-locked memory, for non-blocking copies to a GPU; ``workers`` > 1:
+        that many threads make batches, handed over in step order: the same batches as one thread)."""
         self.sampler.set_epoch(epoch)
         plan = [(s, b) for s, b in enumerate(self.sampler) if s >= start_step]
         if prefetch <= 0:
             for s, b in plan:
                 yield self.make_batch(b, epoch, s)
+            return
+        if workers > 1:
+            yield from self._parallel(plan, epoch, workers, prefetch, pin)
             return
         q: queue.Queue = queue.Queue(maxsize=prefetch)
         stop = threading.Event()
@@ -146,7 +164,8 @@ class TrainData:
                 for s, b in plan:
                     if stop.is_set():
                         return
-                    q.put(self.make_batch(b, epoch, s))
+                    batch = self.make_batch(b, epoch, s)
+                    q.put(batch.pin_memory() if pin else batch)
                 q.put(None)
             except BaseException as e:  # handed to the consumer
                 q.put(e)
@@ -168,6 +187,30 @@ class TrainData:
                     q.get_nowait()
                 except queue.Empty:
                     t.join(0.05)
+
+    def _parallel(self, plan: list, epoch: int, workers: int, ahead: int, pin: bool) -> Iterator[Batch]:
+        """``workers`` threads make the batches of ``plan`` (each depends only on its step's generators), at
+        most ``workers + ahead`` in flight, yielded in step order."""
+
+        def make(s: int, b: list[int]) -> Batch:
+            batch = self.make_batch(b, epoch, s)
+            return batch.pin_memory() if pin else batch
+
+        todo = iter(plan)
+        pending: deque = deque()
+        with ThreadPoolExecutor(workers, thread_name_prefix="kglfr-batches") as pool:
+            try:
+                for s, b in itertools.islice(todo, workers + ahead):
+                    pending.append(pool.submit(make, s, b))
+                while pending:
+                    batch = pending.popleft().result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(make, *nxt))
+                    yield batch
+            finally:
+                for f in pending:
+                    f.cancel()
 
 
 def modality_counts(store: Store, indices: np.ndarray) -> dict[str, int]:

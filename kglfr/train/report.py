@@ -60,8 +60,8 @@ def write_report(folder: Path, ev: Evaluation | None, cfg, store: Store, epochs:
         summary["protocols"][p] = {"chance_rank1": ev.chance_rank1[p],
                                    "gallery_draw": next(iter(by.values())).gallery_draw}  # fmt: skip
         for kind, r in by.items():
-            write_json_atomic(folder / "results" / f"{p}_{kind}.json",
-                              {**result_to_dict(r), "feature": kind, "epoch": epochs}, indent=2)  # fmt: skip
+            result = {**result_to_dict(r), "feature": kind, "epoch": epochs, "amp": amp}
+            write_json_atomic(folder / "results" / f"{p}_{kind}.json", result, indent=2)
             m, s = r.mean(), r.std()
             summary["protocols"][p][kind] = {"mean": m, "std": s}
             lines.append(_row(p, kind, m, s, ev.chance_rank1[p]))

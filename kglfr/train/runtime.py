@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from kglfr.errors import KglfrError
+from kglfr.runtime import Policy, resolve_policy
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,13 @@ class Runtime:
         return self.rank == 0
 
     @property
+    def policy(self) -> Policy:
+        return Policy(self.device, self.amp_dtype, self.channels_last)
+
+    @property
     def amp_name(self) -> str:
         """The autocast dtype as a report says it: ``off``, ``bfloat16`` or ``float16``."""
-        return "off" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
+        return self.policy.amp_name
 
 
 def _device(want: str, world: int, local: int) -> torch.device:
@@ -50,30 +55,18 @@ def _device(want: str, world: int, local: int) -> torch.device:
     raise KglfrError(f"unknown train.device {want!r}; use auto, cpu, cuda or cuda:N")
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if device.type == "cuda":
-        if amp == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if amp != "off":
-            return torch.bfloat16 if amp == "bf16" else torch.float16
-    elif amp in ("bf16", "fp16"):
-        log.warning("train.amp=%s ignored on the CPU (no speed-up there); training in float32", amp)
-    return None
-
-
 def resolve_runtime(cfg: DictConfig) -> Runtime:
-    """Device, DDP rank (from torchrun's environment), AMP dtype and memory format."""
+    """Device, DDP rank (from torchrun's environment), and the runtime policy's AMP dtype and memory format
+    (:func:`kglfr.runtime.resolve_policy`; ``train.amp`` / ``train.channels_last`` override it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = _device(cfg.train.device, world, local)
-    dtype = _amp_dtype(cfg.train.amp, device)
-    cl = cfg.train.channels_last
-    channels_last = device.type == "cuda" if cl == "auto" else cl == "on"
+    policy = resolve_policy(device, cfg.train.amp, cfg.train.channels_last, name="train.amp", training=True)
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
-    return Runtime(device, rank, world, local, dtype, channels_last)
+    return Runtime(device, rank, world, local, policy.amp_dtype, policy.channels_last)
 
 
 @contextmanager

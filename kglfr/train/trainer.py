@@ -18,6 +18,7 @@ and at the end of each epoch.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from kglfr.io import folder_lock, write_atomic, write_json_atomic
 from kglfr.keypoints.cache import KeypointCache
 from kglfr.model import registry
 from kglfr.model.agw import AGWNet
+from kglfr.runtime import set_threads
 from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state
 from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, modality_counts, step_generator
@@ -250,6 +252,8 @@ class Trainer:
         if self.rt.world_size > 1:
             ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.compile_mode = str(cfg.train.compile)
+        self.compiled = None if self.compile_mode == "off" else torch.compile(self.net)
         self.meter = LossMeter(self.rt.device)
         self.step, self.taken, self.t0, self.seconds = 0, 0, 0.0, 0.0
         self.parts: dict[str, float] = {}
@@ -316,7 +320,7 @@ class Trainer:
         b, images, keypoint = self.prepare(batch)
         dtype = self.rt.amp_dtype
         with torch.autocast(self.rt.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.net(images, b.modalities)
+            out = self.forward(images, b.modalities)
         losses = compute_losses(out, b, self.cfg, keypoint)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.total).backward()
@@ -325,6 +329,22 @@ class Trainer:
         self.meter.add(losses, b.step)
         self.taken += 1
         return losses
+
+    def forward(self, images: torch.Tensor, modalities: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The training forward pass, compiled under ``train.compile``: a compilation failure falls back to
+        eager with a warning under ``auto`` and is one error under ``on``."""
+        if self.compiled is None:
+            return self.net(images, modalities)
+        try:
+            return self.compiled(images, modalities)
+        except Exception as e:  # torch.compile raises many types (backend, C++ compiler, unsupported op)
+            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            if self.compile_mode == "on":
+                raise KglfrError(f"train.compile=on: torch.compile failed ({why}); use train.compile=auto "
+                                 "(falls back to eager) or off") from None  # fmt: skip
+            log.warning("train.compile=auto: torch.compile failed (%s); training without compilation", why)
+            self.compiled = None
+            return self.net(images, modalities)
 
     def read_losses(self) -> dict[str, float]:
         """Read the losses back to the host (one sync): the last step's parts; raises :class:`NonFiniteLoss`
@@ -358,6 +378,13 @@ class Trainer:
         n = self.meter.steps * self.data.sampler.batch_size * self.rt.world_size
         return n / max(time.perf_counter() - self.t0, 1e-9)
 
+    def loader_options(self) -> dict:
+        """On a GPU: pinned batches and several batch-making threads (a CPU step is slower than one thread's
+        batches, and its cores are the step's); on the CPU: the one prefetch thread."""
+        if self.rt.device.type != "cuda":
+            return {}
+        return {"pin": True, "workers": max(1, min(4, (os.cpu_count() or 1) // (2 * self.rt.world_size)))}
+
     def fit(self, hooks: list) -> str | None:
         """Train from the current state to ``train.epochs``; the reason a hook stopped early, or None."""
         for h in hooks:
@@ -367,7 +394,7 @@ class Trainer:
                 self.begin_epoch(epoch)
                 for h in hooks:
                     h.before_epoch(self)
-                for batch in self.data.epoch(epoch, self.start_step):
+                for batch in self.data.epoch(epoch, self.start_step, **self.loader_options()):
                     self.step = batch.step
                     self.run_step(batch)
                     for h in hooks:
@@ -412,8 +439,7 @@ def train(
     C.require(cfg, "data.store")
     folder = Path(out).expanduser()
     rt = resolve_runtime(cfg)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(int(cfg.train.threads))
     if not rt.main:
         return _run(cfg, folder, rt, resume, progress, hooks)
     if not resume:
@@ -436,9 +462,9 @@ def train(
 
 
 def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: bool, extra: Sequence) -> TrainResult:
-    log.info("run %s: seed %d, device %s%s, amp %s", folder, int(cfg.train.seed), rt.device,
-             f", DDP {rt.world_size} processes" if rt.world_size > 1 else "",
-             "off" if rt.amp_dtype is None else str(rt.amp_dtype).replace("torch.", ""))  # fmt: skip
+    log.info("run %s: seed %d, device %s%s, amp %s, %s", folder, int(cfg.train.seed), rt.device,
+             f", DDP {rt.world_size} processes" if rt.world_size > 1 else "", rt.amp_name,
+             "channels_last" if rt.channels_last else "contiguous")  # fmt: skip
     ckpt = load_checkpoint(folder / CHECKPOINT) if resume else None
     trainer = Trainer(cfg, rt, checkpoint=ckpt, source=str(folder / CHECKPOINT))
     if resume:

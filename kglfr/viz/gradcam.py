@@ -9,12 +9,14 @@ taken with plain forward / tensor hooks, upsampled to the input size and scaled 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kglfr.runtime import input_format
 from kglfr.viz import new_figure, save_figure
 
 
@@ -41,7 +43,11 @@ def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, 
     net.eval()
     try:
         with torch.enable_grad():
-            feat = F.normalize(net.extract(x, mt, which="bn", normalise=False), dim=1)
+            policy = getattr(model, "policy", None)
+            if input_format(net) == torch.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with nullcontext() if policy is None else policy.autocast():
+                feat = F.normalize(net.extract(x, mt, which="bn", normalise=False).float(), dim=1)
             centre = F.normalize(feat.detach().mean(0, keepdim=True), dim=1)
             target = (feat * centre).sum()
             net.zero_grad(set_to_none=True)
@@ -49,7 +55,7 @@ def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, 
     finally:
         handle.remove()
         net.train(was_training)
-    act, grad = store["act"].detach(), store["grad"].detach()
+    act, grad = store["act"].detach().float(), store["grad"].detach().float()
     weights = grad.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * act).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=(h, w), mode="bilinear", align_corners=False)[:, 0]

@@ -92,6 +92,7 @@ def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_d
         assert values["model"].pop("pretrained") is None
         got = C.to_dict(C.load_config(preset))
         assert got["optim"].pop("scale_lr") is False, preset  # a key added since, off by default
+        assert got["train"].pop("compile") == "off", preset  # a key added since, off by default
         assert got["model"].pop("pretrained") == ("none" if preset == "demo" else "imagenet"), preset
         assert got == values, (preset, C.diff(got, values))
 

@@ -178,3 +178,17 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_old_one
     assert last.startswith(DiskFullError.__module__ + ".DiskFullError: not enough disk space to save checkpoint")
     assert "it needs about 4.0 MB" in last and "previous checkpoint is kept" in last
     assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_several_batch_threads_give_the_batches_of_one_thread_in_step_order(store):
+    trainer = Trainer(tiny(store, "train.iters_per_epoch=5"))
+    one = list(trainer.data.epoch(0, 1))
+    many = list(trainer.data.epoch(0, 1, workers=3))
+    assert [b.step for b in many] == [b.step for b in one] == [1, 2, 3, 4]
+    for a, b in zip(one, many, strict=True):
+        for name in ("images", "labels", "heatmaps", "parts", "part_valid"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert trainer.loader_options() == {}  # the CPU: one prefetch thread, as before
+    stopped = trainer.data.epoch(0, 0, workers=3)
+    next(stopped)
+    stopped.close()  # an epoch left early leaves no work behind

@@ -1,0 +1,119 @@
+"""The runtime policy's speed-up on this machine: training step and extraction, as ratios in one run.
+
+Usage: python benchmarks/bench_runtime.py [--arch resnet18 --height 64 --width 32] [--ids-per-batch 8]
+       [--steps 6] [--device auto]
+
+Paths, each measured with the others' steps alternating (so each sees the same machine state):
+- ``fp32``: float32, contiguous (``train.amp=off train.channels_last=off``, ``--amp off``), the reference;
+- ``channels_last``: float32, channels_last;
+- ``bf16_channels_last``: bf16 autocast + channels_last (what ``auto`` picks on a CPU with native bf16);
+- ``policy``: what ``auto`` picks on this machine (kglfr.runtime.resolve_policy), for training (the step)
+  and for inference (extraction).
+Figures: ``step_<path>_images_per_s`` (the KGLFR preset's ``Trainer.run_step``: KEGFR erasing, forward,
+CE + triplet + KMLFR losses, backward, SGD), ``extract_<path>_images_per_s`` (``embed_batch``, eval mode,
+one backbone pass), and ``*_over_fp32`` ratios. Targets on a CPU with native bf16: extraction >= 2.5x,
+training step >= 1.6x (for the policy's path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import make_store  # noqa: E402
+from harness import record  # noqa: E402
+
+from kglfr.eval.extract import embed_batch  # noqa: E402
+from kglfr.runtime import cpu_has_bf16, resolve_policy  # noqa: E402
+from kglfr.train import config as C  # noqa: E402
+from kglfr.train.trainer import Trainer  # noqa: E402
+
+PATHS = {"fp32": ("off", "off"), "channels_last": ("off", "on"), "bf16_channels_last": ("bf16", "on"),
+         "policy": ("auto", "auto")}  # fmt: skip
+
+
+def steppers(common: list[str]) -> dict:
+    """Per path: (train step, extraction pass, batch size), each warmed up once."""
+    out = {}
+    for name, (amp, cl) in PATHS.items():
+        torch.manual_seed(0)
+        cfg = C.load_config("sysu/kglfr", [*common, f"train.amp={amp}", f"train.channels_last={cl}"])
+        trainer = Trainer(cfg)
+        data = trainer.data
+        batches = [data.make_batch(b, 0, s) for s, b in zip(range(2), data.sampler, strict=False)]
+        trainer.begin_epoch(0)
+        # extraction on a copy, under the inference policy for "policy" (it may differ from training's)
+        policy = resolve_policy(trainer.rt.device) if name == "policy" else trainer.rt.policy
+        model = policy.model(copy.deepcopy(trainer.model)).eval()
+        x = batches[0].images.to(policy.device)
+
+        def step(i: int, trainer=trainer, batches=batches) -> None:
+            trainer.run_step(batches[i % 2])
+
+        def extract(_i: int, model=model, x=x, policy=policy) -> None:
+            embed_batch(model, x, 0, amp_dtype=policy.amp_dtype)
+
+        for fn in (step, extract):
+            fn(0)
+        out[name] = (step, extract, len(x), policy, trainer.rt.policy)
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rates(runners: dict, steps: int, which: int) -> dict[str, float]:
+    spent = dict.fromkeys(runners, 0.0)
+    for i in range(steps):
+        for name, r in runners.items():
+            t0 = time.perf_counter()
+            r[which](i + 1)
+            sync(r[3].device)
+            spent[name] += time.perf_counter() - t0
+    return {name: steps * r[2] / spent[name] for name, r in runners.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--height", type=int, default=64)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--ids-per-batch", type=int, default=8, help="batch = ids x (4 visible + 4 infrared)")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--ids", type=int, default=24)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_store(Path(tmp), args.height, args.width, args.ids)
+        common = [f"data.store={path}", f"model.arch={args.arch}", f"data.height={args.height}",
+                  f"data.width={args.width}", f"train.device={args.device}", f"data.ids_per_batch={args.ids_per_batch}",
+                  "model.pretrained=none"]  # fmt: skip
+        runners = steppers(common)
+        policy = runners["policy"][3]
+        figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": runners["fp32"][2],
+                         "device": str(policy.device), "cpu_native_bf16": cpu_has_bf16(),
+                         "policy_training": runners["policy"][4].describe(), "policy_inference": policy.describe(),
+                         "threads": torch.get_num_threads()}  # fmt: skip
+        for kind, which in (("step", 0), ("extract", 1)):
+            r = rates(runners, args.steps, which)
+            for name, v in r.items():
+                figures[f"{kind}_{name}_images_per_s"] = v
+            for name, v in r.items():
+                if name != "fp32":
+                    figures[f"{kind}_{name}_over_fp32"] = v / r["fp32"]
+        figures["target_extract_over_fp32_min"] = 2.5
+        figures["target_step_over_fp32_min"] = 1.6
+    record(f"runtime_{args.arch}_{args.height}x{args.width}", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The runtime policy (kglfr.runtime): one decision of autocast dtype and memory format, used everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from layouts import synthetic_store
+
+from kglfr.api import ReIDModel
+from kglfr.data.records import TEST
+from kglfr.data.store import Store
+from kglfr.errors import KglfrError
+from kglfr.eval.extract import embed_batch, store_features
+from kglfr.eval.model_eval import evaluate_model
+from kglfr.model import AGWNet
+from kglfr.runtime import amp_dtype, cpu_has_bf16, input_format, resolve_policy
+
+CPU = torch.device("cpu")
+
+
+def tiny_net() -> AGWNet:
+    torch.manual_seed(0)
+    net = AGWNet(6, arch="resnet18", non_local=False, pretrained_search_hub=False).eval()
+    net.bnneck.running_mean.uniform_(0.0, 1.0)  # as after training: the BN feature differs from the pooled one
+    return net
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path, _ = synthetic_store(tmp_path_factory.mktemp("runtime"), ids=8, keypoints=False)
+    return Store.open(path)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    flags = "flags\t\t: fpu sse2 avx2 avx512f avx512bw {}\nbogomips\t: 4000\n"
+    for extra, native in [("", False), ("avx512_bf16", True), ("amx_bf16 amx_tile", True)]:
+        path = tmp_path / f"cpuinfo{extra}"
+        path.write_text("processor\t: 0\n" + flags.format(extra))
+        assert cpu_has_bf16(path) is native
+    assert cpu_has_bf16(tmp_path / "missing") is False
+
+
+def test_the_cpu_policy_and_off_is_the_plain_fp32_training_path():
+    auto = resolve_policy("cpu")  # inference: float32 channels_last; bf16 only when asked
+    assert (auto.amp_dtype, auto.channels_last, auto.amp_name) == (None, True, "off")
+    training = resolve_policy("cpu", training=True)  # the training path of before, bit for bit
+    assert (training.amp_dtype, training.channels_last) == (None, False)
+    assert resolve_policy("cpu", "off", training=True) == training
+    cl = resolve_policy("cpu", "bf16", training=True)
+    assert (cl.amp_dtype, cl.channels_last) == (torch.bfloat16, True)
+    off = resolve_policy("cpu", "off", "off")
+    assert (off.amp_dtype, off.channels_last, off.amp_name) == (None, False, "off")
+    bf16 = resolve_policy("cpu", "bf16")
+    assert (bf16.amp_dtype, bf16.channels_last, bf16.amp_name) == (torch.bfloat16, True, "bfloat16")
+    assert resolve_policy("cpu", "bf16", "off").channels_last is False
+    assert resolve_policy("cpu", "off", "on").channels_last is True
+
+
+def test_a_dtype_the_device_cannot_run_is_one_line_naming_what_it_supports():
+    with pytest.raises(KglfrError) as e:
+        amp_dtype("fp16", CPU, "train.amp")
+    msg = str(e.value)
+    assert "\n" not in msg and "train.amp=fp16" in msg and "train.amp=off or bf16" in msg
+    with pytest.raises(KglfrError, match="--amp fp16 is not supported on the CPU; it supports --amp off or bf16"):
+        resolve_policy("cpu", "fp16", name="--amp")
+    with pytest.raises(KglfrError, match="unknown amp 'half'"):
+        resolve_policy("cpu", "half")
+
+
+def test_bf16_channels_last_features_match_fp32(store):
+    net = tiny_net()
+    idx = store.indices(TEST)
+    fp32 = store_features(net, store, idx, store.size, batch_size=16)
+    policy = resolve_policy("cpu", "bf16")
+    policy.model(net)
+    assert input_format(net) == torch.channels_last
+    bf16 = store_features(net, store, idx, store.size, batch_size=16, amp_dtype=policy.amp_dtype)
+    for k in ("bn", "pool"):
+        assert bf16[k].dtype == np.float32
+        cos = (fp32[k] * bf16[k]).sum(1)  # both L2-normalised
+        assert cos.min() >= 0.999, (k, cos.min())
+        assert not np.array_equal(fp32[k], bf16[k])  # bf16 really ran
+
+
+def test_embed_batch_follows_the_model_memory_format():
+    net = tiny_net().to(memory_format=torch.channels_last)
+    x = torch.randn(3, 3, 64, 32)
+    seen = []
+    net.forward_features = (lambda real: lambda images, m: seen.append(images) or real(images, m))(net.forward_features)
+    embed_batch(net, x, 0)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_evaluate_numbers_do_not_depend_on_the_batch_size(store, amp):
+    policy = resolve_policy("cpu", amp)
+    net = policy.model(tiny_net())
+    runs = [evaluate_model(net, store, ["sysu-all"], size=store.size, trials=2, batch_size=b,
+                           amp_dtype=policy.amp_dtype) for b in (3, 64)]  # fmt: skip
+    small, large = (r.features["bn"].feats for r in runs)
+    assert np.abs(small - large).max() < (1e-5 if amp == "off" else 2e-2)
+    assert (small * large).sum(1).min() >= (0.9999 if amp == "off" else 0.999)
+    a, b = (r.results["sysu-all"]["bn"].mean() for r in runs)
+    if amp == "off":
+        assert a == pytest.approx(b, abs=1e-9)
+    else:  # a bf16 tie can flip a neighbour; the means stay within one query of each other
+        assert a["mAP"] == pytest.approx(b["mAP"], abs=2.0)
+
+
+def test_the_api_model_runs_under_its_policy(store):
+    ckpt = {"input_size": list(store.size)}
+    m32 = ReIDModel(tiny_net(), ckpt, amp="off")
+    m16 = ReIDModel(tiny_net(), ckpt, amp="bf16")
+    assert m32.policy.amp_name == "off" and m16.policy.amp_name == "bfloat16"
+    assert input_format(m16.model) == input_format(m32.model) == torch.channels_last  # inference on the CPU
+    images = [np.full((32, 16, 3), v, np.uint8) for v in (30, 90, 200)]
+    f32, f16 = m32.embed(images, "visible"), m16.embed(images, "visible")
+    assert (f32 * f16).sum(1).min() >= 0.999 and not np.array_equal(f32, f16)
+    with pytest.raises(KglfrError, match="amp=fp16 is not supported on the CPU"):
+        ReIDModel(tiny_net(), ckpt, amp="fp16")
