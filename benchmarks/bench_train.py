@@ -116,7 +116,7 @@ def main() -> None:
         store = Store.open(path)
         cache = KeypointCache.open(store)
         common = [f"data.store={path}", f"model.arch={args.arch}", f"data.height={args.height}",
-                  f"data.width={args.width}", f"train.device={args.device}"]  # fmt: skip
+                  f"data.width={args.width}", f"train.device={args.device}", "model.pretrained=none"]  # fmt: skip
         figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": 64}
         cfgs = {p.split("/")[1]: C.load_config(p, common) for p in ("sysu/baseline", "sysu/kglfr")}
         cfg = cfgs["kglfr"]
