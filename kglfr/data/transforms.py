@@ -1,4 +1,4 @@
-"""Batch transforms that move images, keypoint heatmaps and part centres together (SPEC "Data and batches").
+"""Batch transforms that move images, keypoint heatmaps and part centres together.
 
 Training: resize to 288 x 144 (a no-op for a store prepared at that size), pad 10 with black, random
 crop back to 288 x 144, horizontal flip with probability 0.5, ImageNet normalisation. The heatmaps

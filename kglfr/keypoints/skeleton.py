@@ -6,14 +6,14 @@ kind), with any number of leading batch dimensions.
 The 13 keypoints, in this order (``KEYPOINTS``): head, left/right shoulder, left/right elbow,
 left/right wrist, left/right hip, left/right knee, left/right ankle.
 
-- Head heatmap: the element-wise max of the nose, eye and ear heatmaps (``head="max"``, SPEC), or
+- Head heatmap: the element-wise max of the nose, eye and ear heatmaps (``head="max"``, the default), or
   their sum (``head="sum"``, clipped to [0, 1] so that it stays a heatmap).
 - Head keypoint (choice): the most confident of the five face keypoints, with its confidence
   (``head_point="best"``, the default). This is where the max-heatmap peaks, so the head coordinate
   and the head heatmap agree. ``head_point="mean"``: the confidence-weighted mean of the five
   positions, confidence = the largest of the five.
 
-The 11 parts (``PARTS``; SPEC "Keypoints", an assumption of ours since the paper's sources were not
+The 11 parts (``PARTS``; an assumption of ours, docs/assumptions.md, since the paper's sources were not
 available): head; chest = 0.75 shoulder-centre + 0.25 hip-centre; abdomen = 0.25 shoulder-centre +
 0.75 hip-centre; left/right upper arm (shoulder + elbow) / 2; left/right forearm (elbow + wrist) / 2;
 left/right thigh (hip + knee) / 2; left/right shin (knee + ankle) / 2. A part is valid when every

@@ -1,4 +1,4 @@
-"""Random Erasing and keypoint erasing (KEGFR, eq. 1; SPEC "KEGFR") on normalised image batches.
+"""Random Erasing and keypoint erasing (KEGFR, eq. 1; choices in docs/assumptions.md) on normalised image batches.
 
 Images are B x C x H x W float, ImageNet-normalised, so the default fill 0 is the per-channel mean.
 Rectangles: area uniform in ``area`` x H*W, aspect h/w log-uniform in ``ratio``, h = sqrt(area*ratio),

@@ -1,4 +1,4 @@
-"""Losses of KGLFR-Net (SPEC "KEGFR", "KMLFR", "Total loss"; paper eqs. 2-6).
+"""Losses of KGLFR-Net (paper eqs. 2-6; choices in docs/assumptions.md).
 
 - ``batch_hard_triplet``: eqs. 2 and 5, the hardest-positive / hardest-negative triplet on Euclidean
   distances, averaged over anchors (margin 0.3 on the global feature, 0.01 on the local one).
