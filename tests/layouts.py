@@ -158,3 +158,16 @@ def occluded_store(tmp: Path, ids: int = 6, images_per_camera: int = 1) -> Store
     dataset = load_dataset("sysu", root)
     store, _ = prepare_store(dataset, tmp / "store", height=STORE_HW[0], width=STORE_HW[1], progress=False)
     return store
+
+
+def eval_net(num_classes: int = 4):
+    """A ResNet-18 AGW network in eval mode, seeded, whose BN feature differs from the pooled one (its
+    BN-neck running mean moved, as after training)."""
+    import torch
+
+    from kglfr.model import AGWNet
+
+    torch.manual_seed(0)
+    net = AGWNet(num_classes, arch="resnet18", non_local=False).eval()
+    net.bnneck.running_mean.uniform_(0.0, 1.0)
+    return net

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from layouts import make_regdb, synthetic_store
+from layouts import eval_net, make_regdb, synthetic_store
 
 from kglfr.api import ReIDModel
 from kglfr.data.datasets import load_dataset
@@ -14,13 +14,6 @@ from kglfr.data.store import Store, prepare_store
 from kglfr.eval.extract import embed_images, store_features
 from kglfr.eval.model_eval import evaluate_model
 from kglfr.model import AGWNet
-
-
-def tiny_net(num_classes: int = 4) -> AGWNet:
-    torch.manual_seed(0)
-    net = AGWNet(num_classes, arch="resnet18", non_local=False, pretrained_search_hub=False).eval()
-    net.bnneck.running_mean.uniform_(0.0, 1.0)  # as after training: the BN feature differs from the pooled one
-    return net
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def count_forward_features(monkeypatch, net: AGWNet) -> list[int]:
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_store_features_run_the_backbone_once_per_batch(sysu_store, monkeypatch, flip):
-    net = tiny_net()
+    net = eval_net()
     idx = sysu_store.indices(TEST)
     batch = 5
     batches = sum(-(-int((sysu_store.modalities[idx] == int(m)).sum()) // batch) for m in Modality)
@@ -57,7 +50,7 @@ def test_store_features_run_the_backbone_once_per_batch(sysu_store, monkeypatch,
 
 
 def test_embed_runs_the_backbone_once_per_batch_and_matches_extract(sysu_store, monkeypatch):
-    net = tiny_net()
+    net = eval_net()
     images = list(sysu_store.read_batch(np.arange(7)))
     x = ReIDModel(net, {"input_size": list(sysu_store.size)}).preprocess(images)
     with torch.no_grad():
@@ -74,7 +67,7 @@ def test_embed_runs_the_backbone_once_per_batch_and_matches_extract(sysu_store, 
 
 
 def test_forward_head_is_the_training_forward(sysu_store):
-    net = tiny_net().train()
+    net = eval_net().train()
     x = torch.randn(4, 3, *sysu_store.size)
     torch.manual_seed(1)
     out = net(x, Modality.VISIBLE)
@@ -86,12 +79,12 @@ def test_forward_head_is_the_training_forward(sysu_store):
 def test_a_regdb_result_records_the_trial_it_evaluated(tmp_path):
     root = make_regdb(tmp_path / "RegDB", ids=range(1, 9))
     store, _ = prepare_store(load_dataset("regdb", root), tmp_path / "store", height=64, width=32, progress=False)
-    ev = evaluate_model(tiny_net(), store, ["regdb-v2i", "regdb-i2v"], trial=10, size=(64, 32))
+    ev = evaluate_model(eval_net(), store, ["regdb-v2i", "regdb-i2v"], trial=10, size=(64, 32))
     for by in ev.results.values():
         for result in by.values():
             assert [t.trial for t in result.trials] == [10]
     from kglfr.eval.report import result_to_dict
 
     assert result_to_dict(ev.results["regdb-v2i"]["bn"])["trial_ids"] == [10]
-    default = evaluate_model(tiny_net(), store, ["regdb-v2i"], size=(64, 32))  # the store's prepared trial
+    default = evaluate_model(eval_net(), store, ["regdb-v2i"], size=(64, 32))  # the store's prepared trial
     assert [t.trial for t in default.results["regdb-v2i"]["bn"].trials] == [store.manifest["trial"]]

@@ -21,7 +21,7 @@ from kglfr.model import AGWNet
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    net = AGWNet(4, arch="resnet18", non_local=False, pretrained_search_hub=False).eval()
+    net = AGWNet(4, arch="resnet18", non_local=False).eval()
     return ReIDModel(net, {"input_size": [64, 32]})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from layouts import synthetic_store
+from layouts import eval_net, synthetic_store
 
 from kglfr.api import ReIDModel
 from kglfr.data.records import TEST
@@ -13,17 +13,9 @@ from kglfr.data.store import Store
 from kglfr.errors import KglfrError
 from kglfr.eval.extract import embed_batch, store_features
 from kglfr.eval.model_eval import evaluate_model
-from kglfr.model import AGWNet
 from kglfr.runtime import amp_dtype, cpu_has_bf16, input_format, resolve_policy
 
 CPU = torch.device("cpu")
-
-
-def tiny_net() -> AGWNet:
-    torch.manual_seed(0)
-    net = AGWNet(6, arch="resnet18", non_local=False, pretrained_search_hub=False).eval()
-    net.bnneck.running_mean.uniform_(0.0, 1.0)  # as after training: the BN feature differs from the pooled one
-    return net
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def test_a_dtype_the_device_cannot_run_is_one_line_naming_what_it_supports():
 
 
 def test_bf16_channels_last_features_match_fp32(store):
-    net = tiny_net()
+    net = eval_net(6)
     idx = store.indices(TEST)
     fp32 = store_features(net, store, idx, store.size, batch_size=16)
     policy = resolve_policy("cpu", "bf16")
@@ -84,7 +76,7 @@ def test_bf16_channels_last_features_match_fp32(store):
 
 
 def test_embed_batch_follows_the_model_memory_format():
-    net = tiny_net().to(memory_format=torch.channels_last)
+    net = eval_net(6).to(memory_format=torch.channels_last)
     x = torch.randn(3, 3, 64, 32)
     seen = []
     net.forward_features = (lambda real: lambda images, m: seen.append(images) or real(images, m))(net.forward_features)
@@ -95,7 +87,7 @@ def test_embed_batch_follows_the_model_memory_format():
 @pytest.mark.parametrize("amp", ["off", "bf16"])
 def test_evaluate_numbers_do_not_depend_on_the_batch_size(store, amp):
     policy = resolve_policy("cpu", amp)
-    net = policy.model(tiny_net())
+    net = policy.model(eval_net(6))
     runs = [evaluate_model(net, store, ["sysu-all"], size=store.size, trials=2, batch_size=b,
                            amp_dtype=policy.amp_dtype) for b in (3, 64)]  # fmt: skip
     small, large = (r.features["bn"].feats for r in runs)
@@ -110,12 +102,12 @@ def test_evaluate_numbers_do_not_depend_on_the_batch_size(store, amp):
 
 def test_the_api_model_runs_under_its_policy(store):
     ckpt = {"input_size": list(store.size)}
-    m32 = ReIDModel(tiny_net(), ckpt, amp="off")
-    m16 = ReIDModel(tiny_net(), ckpt, amp="bf16")
+    m32 = ReIDModel(eval_net(6), ckpt, amp="off")
+    m16 = ReIDModel(eval_net(6), ckpt, amp="bf16")
     assert m32.policy.amp_name == "off" and m16.policy.amp_name == "bfloat16"
     assert input_format(m16.model) == input_format(m32.model) == torch.channels_last  # inference on the CPU
     images = [np.full((32, 16, 3), v, np.uint8) for v in (30, 90, 200)]
     f32, f16 = m32.embed(images, "visible"), m16.embed(images, "visible")
     assert (f32 * f16).sum(1).min() >= 0.999 and not np.array_equal(f32, f16)
     with pytest.raises(KglfrError, match="amp=fp16 is not supported on the CPU"):
-        ReIDModel(tiny_net(), ckpt, amp="fp16")
+        ReIDModel(eval_net(6), ckpt, amp="fp16")
