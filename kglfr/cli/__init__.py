@@ -77,8 +77,8 @@ def int_range(low: int, high: int):
 
 
 AMP_HELP = (
-    "autocast dtype: auto (default: bf16 on a GPU or CPU with native bf16, fp16 on older GPUs, else "
-    "float32; channels_last with it), off (float32, as before), bf16 or fp16"
+    "autocast dtype: auto (default: bf16 on a GPU that has it, fp16 on older GPUs, float32 on the CPU; "
+    "channels_last with it), off (float32), bf16 (on a CPU fast only with native bf16) or fp16 (GPU only)"
 )
 
 
