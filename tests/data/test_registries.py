@@ -62,7 +62,7 @@ from kglfr.keypoints.backends.base import register_backend
 
 @register_backend("dropped")
 def build_dropped(**options):
-    raise NotImplementedError
+    raise RuntimeError("a test module: registered to be found, never built")
 """
 
 
