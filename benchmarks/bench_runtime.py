@@ -8,7 +8,10 @@ Paths, each measured with the others' steps alternating (so each sees the same m
 - ``channels_last``: float32, channels_last;
 - ``bf16_channels_last``: bf16 autocast + channels_last (what ``auto`` picks on a CPU with native bf16);
 - ``policy``: what ``auto`` picks on this machine (kglfr.runtime.resolve_policy), for training (the step)
-  and for inference (extraction).
+  and for inference (extraction);
+- ``int8`` (CPU, extraction only): ``--amp int8``, int8 up to layer3 (kglfr.model.quantize).
+On the CPU also the fp32 training loop with batches made ahead in a thread against batches made in the
+training thread (``Trainer.fit`` on the CPU): ``loop_*_images_per_s`` and their ratio.
 Figures: ``step_<path>_images_per_s`` (the KGLFR preset's ``Trainer.run_step``: KEGFR erasing, forward,
 CE + triplet + KMLFR losses, backward, SGD), ``extract_<path>_images_per_s`` (``embed_batch``, eval mode,
 one backbone pass), and ``*_over_fp32`` ratios. Targets on a CPU with native bf16: extraction >= 2.5x,
@@ -31,7 +34,7 @@ from bench_train import make_store  # noqa: E402
 from harness import record  # noqa: E402
 
 from kglfr.eval.extract import embed_batch  # noqa: E402
-from kglfr.runtime import cpu_has_bf16, resolve_policy  # noqa: E402
+from kglfr.runtime import Policy, cpu_has_bf16, cpu_has_vnni, int8_engine, resolve_policy  # noqa: E402
 from kglfr.train import config as C  # noqa: E402
 from kglfr.train.trainer import Trainer  # noqa: E402
 
@@ -40,7 +43,8 @@ PATHS = {"fp32": ("off", "off"), "channels_last": ("off", "on"), "bf16_channels_
 
 
 def steppers(common: list[str]) -> dict:
-    """Per path: (train step, extraction pass, batch size), each warmed up once."""
+    """Per path: (train step, extraction pass, batch size, inference policy, training policy, trainer),
+    each warmed up once."""
     out = {}
     for name, (amp, cl) in PATHS.items():
         torch.manual_seed(0)
@@ -62,8 +66,24 @@ def steppers(common: list[str]) -> dict:
 
         for fn in (step, extract):
             fn(0)
-        out[name] = (step, extract, len(x), policy, trainer.rt.policy)
+        out[name] = (step, extract, len(x), policy, trainer.rt.policy, trainer)
+        if name == "fp32" and policy.device.type == "cpu" and int8_engine() is not None:
+            out["int8"] = int8_extraction(trainer.model, x, policy)
     return out
+
+
+def int8_extraction(model: torch.nn.Module, x: torch.Tensor, fp32: Policy) -> tuple:
+    """The int8 path (``--amp int8``): extraction only, calibrated on the batch itself (as extraction
+    calibrates on the first images it embeds); no training step."""
+    policy = resolve_policy(fp32.device, "int8")
+    int8 = policy.model(copy.deepcopy(model)).eval()
+    int8.calibrate(0, x)
+
+    def extract(_i: int) -> None:
+        embed_batch(int8, x, 0)
+
+    extract(0)
+    return (None, extract, len(x), policy, None, None)
 
 
 def sync(device: torch.device) -> None:
@@ -72,6 +92,7 @@ def sync(device: torch.device) -> None:
 
 
 def rates(runners: dict, steps: int, which: int) -> dict[str, float]:
+    runners = {name: r for name, r in runners.items() if r[which] is not None}
     spent = dict.fromkeys(runners, 0.0)
     for i in range(steps):
         for name, r in runners.items():
@@ -80,6 +101,21 @@ def rates(runners: dict, steps: int, which: int) -> dict[str, float]:
             sync(r[3].device)
             spent[name] += time.perf_counter() - t0
     return {name: steps * r[2] / spent[name] for name, r in runners.items()}
+
+
+def loop_rates(runners: dict, steps: int) -> dict[str, float]:
+    """The fp32 training loop's images/s with its batches made ahead in a thread and made in the training
+    thread (what ``Trainer.fit`` does on the CPU), alternating, ``steps`` steps each."""
+    trainer = runners["fp32"][5]
+    trainer.data.sampler.iters_per_epoch = steps
+    spent = {"loop_prefetch_thread": 0.0, "loop_in_thread": 0.0}
+    for epoch in range(4):
+        for name, options in (("loop_prefetch_thread", {}), ("loop_in_thread", {"prefetch": 0})):
+            t0 = time.perf_counter()
+            for batch in trainer.data.epoch(epoch, **options):
+                trainer.run_step(batch)
+            spent[name] += time.perf_counter() - t0
+    return {name: 4 * steps * trainer.data.sampler.batch_size / t for name, t in spent.items()}
 
 
 def main() -> None:
@@ -94,13 +130,20 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = make_store(Path(tmp), args.height, args.width, args.ids)
-        common = [f"data.store={path}", f"model.arch={args.arch}", f"data.height={args.height}",
-                  f"data.width={args.width}", f"train.device={args.device}", f"data.ids_per_batch={args.ids_per_batch}",
-                  "model.pretrained=none"]  # fmt: skip
+        common = [
+            f"data.store={path}",
+            f"model.arch={args.arch}",
+            f"data.height={args.height}",
+            f"data.width={args.width}",
+            f"train.device={args.device}",
+            f"data.ids_per_batch={args.ids_per_batch}",
+            "model.pretrained=none",
+            "optim.lr=0.0001",
+        ]  # fmt: skip  (random ResNet-50: finite after a step)
         runners = steppers(common)
         policy = runners["policy"][3]
         figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": runners["fp32"][2],
-                         "device": str(policy.device), "cpu_native_bf16": cpu_has_bf16(),
+                         "device": str(policy.device), "cpu_native_bf16": cpu_has_bf16(), "cpu_vnni": cpu_has_vnni(),
                          "policy_training": runners["policy"][4].describe(), "policy_inference": policy.describe(),
                          "threads": torch.get_num_threads()}  # fmt: skip
         for kind, which in (("step", 0), ("extract", 1)):
@@ -110,6 +153,10 @@ def main() -> None:
             for name, v in r.items():
                 if name != "fp32":
                     figures[f"{kind}_{name}_over_fp32"] = v / r["fp32"]
+        if policy.device.type == "cpu":
+            loop = loop_rates(runners, args.steps)
+            figures.update({f"{k}_images_per_s": v for k, v in loop.items()})
+            figures["loop_in_thread_over_prefetch_thread"] = loop["loop_in_thread"] / loop["loop_prefetch_thread"]
         figures["target_extract_over_fp32_min"] = 2.5
         figures["target_step_over_fp32_min"] = 1.6
     record(f"runtime_{args.arch}_{args.height}x{args.width}", figures)

@@ -7,11 +7,12 @@ so ``import kglfr`` stays light).
 __version__ = "0.1.0"
 
 
-def load(checkpoint, device="cpu"):
-    """The trained model of a ``kglfr train`` checkpoint, ready to ``embed`` images (see kglfr.api)."""
+def load(checkpoint, device="cpu", amp="auto"):
+    """The trained model of a ``kglfr train`` checkpoint, ready to ``embed`` images; ``amp``: auto, off,
+    bf16, fp16 or int8 (see kglfr.api.load)."""
     from kglfr.api import load as _load
 
-    return _load(checkpoint, device)
+    return _load(checkpoint, device, amp)
 
 
 def __getattr__(name):

@@ -27,6 +27,7 @@ import torch
 from kglfr.data.datasets.base import IMAGE_SUFFIXES, parse_layout
 from kglfr.data.datasets.base import image_folder as list_images  # recursive, one error when empty
 from kglfr.eval.extract import MODALITY_NAMES, embed_images, parse_modality, preprocess, read_image
+from kglfr.model.quantize import float_model
 from kglfr.runtime import resolve_policy
 
 IMAGE_EXTS = IMAGE_SUFFIXES  # the names this module had before they moved
@@ -63,7 +64,7 @@ class ReIDModel:
                 import hashlib
 
                 h = hashlib.sha256()
-                for k, v in self.model.state_dict().items():
+                for k, v in float_model(self.model).state_dict().items():
                     h.update(k.encode())
                     h.update(v.detach().cpu().contiguous().numpy().tobytes())
                 self._sha = h.hexdigest()
@@ -111,8 +112,9 @@ class ReIDModel:
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu", amp: str = "auto") -> ReIDModel:
     """The trained model of a ``kglfr train`` checkpoint (file or run folder) as a :class:`ReIDModel`.
-    ``amp``: auto (the runtime policy: bf16 on a GPU or CPU with native bf16, fp16 on older GPUs, else
-    float32), off (float32), bf16 or fp16; channels_last follows the policy."""
+    ``amp``: auto (the runtime policy: bf16 on a GPU that has it, fp16 on older GPUs, float32 on the CPU),
+    off (float32), bf16, fp16, or int8 (CPU: int8 backbones calibrated on the first images of each
+    modality the model embeds, :mod:`kglfr.model.quantize`); channels_last follows the policy."""
     from kglfr.train.checkpoint import load_model
 
     model, data = load_model(checkpoint, device)

@@ -201,7 +201,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     official = store_permutations(store, args.gallery_perm) if args.gallery_draw == "official" else None
     policy = resolve_amp(args)
     model, data = load_model(args.checkpoint, args.device)
-    policy.model(model)
+    model = policy.model(model)
     size = tuple(data.get("input_size", store.size))
     trial = data.get("config", {}).get("data", {}).get("trial")
     ev = evaluate_model(

@@ -35,7 +35,7 @@ def register(vsub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, default=4, help="with --store: pairs to draw (default 4)")
     p.add_argument("--out", required=True, help="picture to write (.png, .pdf ...)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    add_amp_option(p)
+    add_amp_option(p, int8=False)  # Grad-CAM needs gradients
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from kglfr.data.images import decode_image
 from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.errors import KglfrError
 from kglfr.eval.features import FeatureSet, check_features
+from kglfr.model.quantize import CALIBRATION_IMAGES, Int8Model
 from kglfr.runtime import input_format
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,16 @@ def normalised(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: torch.nn.functional.normalize(v.float(), dim=1).cpu().numpy() for k, v in feats.items()}
 
 
+def calibrate(model: torch.nn.Module, modality: Modality, count: int, batch_of: Callable) -> None:
+    """Calibrate an int8 model (:class:`~kglfr.model.quantize.Int8Model`) not yet calibrated for ``modality``
+    on up to ``CALIBRATION_IMAGES`` of the ``count`` images about to be embedded, evenly spread over them
+    (``batch_of(positions)`` is their preprocessed batch), so its ranges do not depend on the batch size."""
+    if not isinstance(model, Int8Model) or model.calibrated(modality) or count == 0:
+        return
+    pick = np.unique(np.linspace(0, count - 1, min(count, CALIBRATION_IMAGES)).round().astype(np.int64))
+    model.calibrate(modality, batch_of(pick))
+
+
 def _bar(total: int, progress: bool):
     from tqdm import tqdm
 
@@ -154,6 +165,8 @@ def store_features(
     try:
         for m in Modality:
             pos = np.flatnonzero(mods == int(m))
+            calibrate(model, m, len(pos), lambda pick, pos=pos: transform(
+                store_batch_to_tensor(store.read_batch(indices[pos[pick]]), device))["images"])  # fmt: skip
             for start in range(0, len(pos), batch_size):
                 sel = pos[start : start + batch_size]
                 x = transform(store_batch_to_tensor(store.read_batch(indices[sel]), device))["images"]
@@ -216,12 +229,15 @@ def embed_images(model: torch.nn.Module, images, modality, size: tuple[int, int]
     check_which(which)
     m = parse_modality(modality)
     if isinstance(images, torch.Tensor):
-        return normalised(embed_batch(model, preprocess(images, size, device), m, flip, amp_dtype))[which]
+        x = preprocess(images, size, device)
+        calibrate(model, m, len(x), lambda pick: x[torch.from_numpy(pick)])
+        return normalised(embed_batch(model, x, m, flip, amp_dtype))[which]
     if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):
         images = [images]
     images = list(images)
     if not images:
         raise KglfrError("no images to embed")
+    calibrate(model, m, len(images), lambda pick: preprocess([images[i] for i in pick], size, device))
     out: np.ndarray | None = None
     with _bar(len(images), progress) as bar:
         for s in range(0, len(images), batch_size):

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from kglfr.errors import DiskFullError, KglfrError
+from kglfr.model.quantize import float_model
 
 DEFAULT_OPSET = 17
 MODALITIES = ("visible", "infrared")
@@ -63,7 +64,7 @@ def onnx_bytes(model, modality, opset: int = DEFAULT_OPSET) -> bytes:
 
     m = parse_modality(modality)
     check_opset(opset)
-    net = _Embed(model.model, int(m)).eval().cpu()
+    net = _Embed(float_model(model.model), int(m)).eval().cpu()
     h, w = model.input_size
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():

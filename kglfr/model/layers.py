@@ -36,12 +36,12 @@ class NonLocal(nn.Module):
         nn.init.constant_(self.W[1].bias, 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, h, w = x.shape
         g_x = self.g(x).flatten(2).transpose(1, 2)  # B x N x C'
         theta_x = self.theta(x).flatten(2).transpose(1, 2)  # B x N x C'
         phi_x = self.phi(x).flatten(2)  # B x C' x N
         f = torch.matmul(theta_x, phi_x) / phi_x.shape[-1]  # B x N x N
-        y = torch.matmul(f, g_x).transpose(1, 2).reshape(b, self.inter_channels, h, w)
+        # sizes read off x.shape one by one (not unpacked), so FX can trace the block (int8 inference)
+        y = torch.matmul(f, g_x).transpose(1, 2).reshape(x.shape[0], self.inter_channels, x.shape[2], x.shape[3])
         return self.W(y) + x
 
 

@@ -25,8 +25,9 @@ def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, 
     (one per image), on a :class:`kglfr.api.ReIDModel`-like model (``.model``, ``.input_size``, ``.preprocess``)."""
     from kglfr.data.store import resize
     from kglfr.eval.extract import parse_modality, read_image
+    from kglfr.model.quantize import float_model
 
-    net = model.model
+    net = float_model(model.model)  # gradients: an int8 model's maps come from its float32 model
     mods = [parse_modality(m) for m in modalities]
     h, w = model.input_size
     arrays = [resize(read_image(im) if isinstance(im, (str, Path)) else np.asarray(im), h, w) for im in images]

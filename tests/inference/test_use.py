@@ -282,16 +282,21 @@ def test_evaluate_worst_draws_the_lowest_ap_queries(run, tmp_path):
 def test_amp_flag_on_the_using_commands(run, folders, tmp_path, capsys):
     ckpt, store, _ = run
     out = {}
-    for amp in ("off", "bf16"):
+    for amp in ("off", "bf16", "int8"):
         assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--protocol", "sysu-all",
                      "--trials", "2", "--amp", amp, "--out", str(tmp_path / f"{amp}.json")]) == 0  # fmt: skip
         out[amp] = json.loads((tmp_path / f"{amp}.json").read_text())
         assert main(["extract", "--checkpoint", str(ckpt), "--store", str(store), "--amp", amp,
                      "--out", str(tmp_path / f"{amp}.npz")]) == 0  # fmt: skip
-    assert out["off"]["amp"] == "off" and out["bf16"]["amp"] == "bfloat16"
-    assert "amp bfloat16" in capsys.readouterr().out
-    f32, f16 = (np.load(tmp_path / f"{amp}.npz")["feats"] for amp in ("off", "bf16"))
+    assert (out["off"]["amp"], out["bf16"]["amp"], out["int8"]["amp"]) == ("off", "bfloat16", "int8")
+    printed = capsys.readouterr().out
+    assert "amp bfloat16" in printed and "amp int8" in printed
+    f32, f16, i8 = (np.load(tmp_path / f"{amp}.npz")["feats"] for amp in ("off", "bf16", "int8"))
     assert (f32 * f16).sum(1).min() >= 0.999 and not np.array_equal(f32, f16)
+    assert (f32 * i8).sum(1).min() >= 0.99 and not np.array_equal(f32, i8)
+    import kglfr
+
+    assert kglfr.load(ckpt, amp="int8").policy.amp_name == "int8"  # the top-level load passes amp on
     files = sorted(folders[1].rglob("*.jpg"))[:2]
     assert main(["viz", "gradcam", "--checkpoint", str(ckpt), "--images", *map(str, files), "--modality",
                  "infrared", "--amp", "bf16", "--out", str(tmp_path / "ir.png")]) == 0  # fmt: skip
@@ -299,5 +304,5 @@ def test_amp_flag_on_the_using_commands(run, folders, tmp_path, capsys):
                           str(tmp_path / "x.npz")]), ("search", ["--query", str(files[0]), "--query-modality",
                           "infrared", "--gallery", str(folders[0])])):  # fmt: skip
         err = error_line(capsys, [command, "--checkpoint", str(ckpt), *argv, "--amp", "fp16"], command)
-        assert "--amp fp16 is not supported on the CPU; it supports --amp off or bf16" in err
+        assert "--amp fp16 is not supported on the CPU; it supports --amp off, --amp bf16 or --amp int8" in err
     assert not (tmp_path / "x.npz").exists()

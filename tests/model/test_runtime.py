@@ -53,8 +53,9 @@ def test_a_dtype_the_device_cannot_run_is_one_line_naming_what_it_supports():
     with pytest.raises(KglfrError) as e:
         amp_dtype("fp16", CPU, "train.amp")
     msg = str(e.value)
-    assert "\n" not in msg and "train.amp=fp16" in msg and "train.amp=off or bf16" in msg
-    with pytest.raises(KglfrError, match="--amp fp16 is not supported on the CPU; it supports --amp off or bf16"):
+    assert "\n" not in msg and "train.amp=fp16" in msg and "train.amp=off, train.amp=bf16 or train.amp=int8" in msg
+    line = "--amp fp16 is not supported on the CPU; it supports --amp off, --amp bf16 or --amp int8"
+    with pytest.raises(KglfrError, match=line):
         resolve_policy("cpu", "fp16", name="--amp")
     with pytest.raises(KglfrError, match="unknown amp 'half'"):
         resolve_policy("cpu", "half")
