@@ -26,7 +26,7 @@ import torch
 
 from kglfr.data.datasets.base import IMAGE_SUFFIXES, parse_layout
 from kglfr.data.datasets.base import image_folder as list_images  # recursive, one error when empty
-from kglfr.eval.extract import MODALITY_NAMES, embed_images, parse_modality, preprocess, read_image
+from kglfr.eval.extract import MODALITY_NAMES, calibrate_images, embed_images, parse_modality, preprocess, read_image
 from kglfr.model.quantize import float_model
 from kglfr.runtime import resolve_policy
 
@@ -97,6 +97,12 @@ class ReIDModel:
         return embed_images(self.model, images, modality, self.input_size, self.device, which, flip, batch_size,
                             progress, self.policy.amp_dtype)  # fmt: skip
 
+    def calibrate(self, images, modality) -> bool:
+        """An int8 model (``amp="int8"``): calibrate the backbone of ``modality`` on ``images`` (up to 128
+        of them, evenly spread; taken as :meth:`embed` takes them), replacing the calibration it would
+        otherwise take from the first images it embeds. False for other models: nothing to calibrate."""
+        return calibrate_images(self.model, images, modality, self.input_size, self.device)
+
     def search(self, query, query_modality, gallery, **options):
         """Rank ``gallery`` (an image folder, cached, or a features ``.npz``) for ``query`` (an image or a
         folder) as ``kglfr search`` does: a :class:`kglfr.inference.search.SearchResult` (``.index``,
@@ -106,7 +112,8 @@ class ReIDModel:
         return search(self, query, query_modality, gallery, **options)
 
     def __repr__(self) -> str:
-        return (f"ReIDModel({self.path}, arch={getattr(self.model, 'arch', '?')}, input_size={self.input_size}, "
+        return (f"ReIDModel({self.path}, arch={getattr(float_model(self.model), 'arch', '?')}, "
+                f"input_size={self.input_size}, "
                 f"feature_dim={self.feature_dim}, amp={self.policy.amp_name})")  # fmt: skip
 
 

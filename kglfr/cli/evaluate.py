@@ -137,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
     from kglfr.eval.rerank import RerankConfig
 
     if args.checkpoint and os.path.isdir(args.checkpoint):
-        return run_trials_folder(args)
+        if not os.path.isfile(os.path.join(args.checkpoint, "checkpoint.pt")):
+            return run_trials_folder(args)  # the ten runs of 'kglfr train --trial all'
+        args.checkpoint = os.path.join(args.checkpoint, "checkpoint.pt")  # a run folder: its checkpoint
     if args.worst is not None:
         if not args.checkpoint or not args.out:
             raise KglfrError("--worst N needs --checkpoint CKPT --store STORE and --out DIR")
@@ -254,9 +256,9 @@ def run_trials_folder(args: argparse.Namespace) -> int:
 
     folder = Path(args.checkpoint)
     if not is_trials_folder(folder):
-        raise KglfrError(f"--checkpoint {folder} is a folder that holds no trial runs (trial1 .. trial10 "
-                         f"of 'kglfr train --trial all'); give a checkpoint file, e.g. "
-                         f"{folder / 'checkpoint.pt'}")  # fmt: skip
+        raise KglfrError(f"--checkpoint {folder} is a folder that holds no checkpoint.pt and no trial runs "
+                         f"(trial1 .. trial10 of 'kglfr train --trial all'); give a run folder or a checkpoint "
+                         f"file")  # fmt: skip
     for flag, given in (("--features", args.features), ("--protocol", args.protocol), ("--worst", args.worst),
                         ("--rerank", args.rerank), ("--trials", args.trials)):  # fmt: skip
         if given:

@@ -124,14 +124,33 @@ def normalised(feats: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: torch.nn.functional.normalize(v.float(), dim=1).cpu().numpy() for k, v in feats.items()}
 
 
-def calibrate(model: torch.nn.Module, modality: Modality, count: int, batch_of: Callable) -> None:
+def calibrate(model: torch.nn.Module, modality: Modality, count: int, batch_of: Callable, again: bool = False) -> None:
     """Calibrate an int8 model (:class:`~kglfr.model.quantize.Int8Model`) not yet calibrated for ``modality``
-    on up to ``CALIBRATION_IMAGES`` of the ``count`` images about to be embedded, evenly spread over them
+    (or ``again``) on up to ``CALIBRATION_IMAGES`` of ``count`` images, evenly spread over them
     (``batch_of(positions)`` is their preprocessed batch), so its ranges do not depend on the batch size."""
-    if not isinstance(model, Int8Model) or model.calibrated(modality) or count == 0:
+    if not isinstance(model, Int8Model) or (model.calibrated(modality) and not again) or count == 0:
         return
     pick = np.unique(np.linspace(0, count - 1, min(count, CALIBRATION_IMAGES)).round().astype(np.int64))
     model.calibrate(modality, batch_of(pick))
+
+
+def calibrate_images(model: torch.nn.Module, images, modality, size: tuple[int, int], device="cpu") -> bool:
+    """Calibrate an int8 model's ``modality`` backbone on ``images`` now (as :func:`embed_images` takes them),
+    replacing an earlier calibration; False for a model that has nothing to calibrate."""
+    if not isinstance(model, Int8Model):
+        return False
+    m = parse_modality(modality)
+    if isinstance(images, torch.Tensor):
+        x = preprocess(images, size, device)
+        calibrate(model, m, len(x), lambda pick: x[torch.from_numpy(pick)], again=True)
+        return True
+    if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+        images = [images]
+    images = list(images)
+    if not images:
+        raise KglfrError("no images to calibrate on")
+    calibrate(model, m, len(images), lambda pick: preprocess([images[i] for i in pick], size, device), again=True)
+    return True
 
 
 def _bar(total: int, progress: bool):

@@ -102,7 +102,26 @@ def test_extract_store_gives_the_rank1_of_evaluate_checkpoint(run, tmp_path, cap
                  "--out", str(tmp_path / "a.json")]) == 0  # fmt: skip
     assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--protocol", "sysu-all",
                  "--trials", "2", "--out", str(tmp_path / "b.json")]) == 0  # fmt: skip
-    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(ckpt.parent),
+                "--store",
+                str(store),
+                "--protocol",
+                "sysu-all",
+                "--trials",
+                "2",
+                "--out",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )  # fmt: skip  (a run folder)
+    a, b, c = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json", "c.json"))
+    assert c["mean"] == b["mean"]
     assert a["mean"]["rank1"] == pytest.approx(b["mean"]["rank1"])
     assert a["mean"]["mAP"] == pytest.approx(b["mean"]["mAP"], abs=1e-6)
 

@@ -94,3 +94,12 @@ def test_the_api_loads_int8_and_grad_cam_and_export_use_the_float_model(store, t
     images = [np.random.default_rng(i).integers(0, 255, (64, 32, 3), np.uint8) for i in range(6)]
     f8, f32 = m8.embed(images, "visible"), m32.embed(images, "visible")
     assert (f8 * f32).sum(1).min() >= 0.99 and not np.array_equal(f8, f32)
+    assert "arch=resnet18" in repr(m8)
+    # calibrated on the first images it embedded; calibrate() replaces that with a set the user picks
+    assert m8.model.calibrated(0) and not m8.model.calibrated(1)
+    dark = [(im // 4).astype(np.uint8) for im in images]
+    assert m8.calibrate(dark, "visible") and not m32.calibrate(dark, "visible")
+    again = m8.embed(images, "visible")  # through ranges of darker images: further from float32
+    assert (again * f32).sum(1).mean() < (f8 * f32).sum(1).mean()
+    with pytest.raises(KglfrError, match="no images to calibrate on"):
+        m8.calibrate([], "infrared")

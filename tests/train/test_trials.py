@@ -155,4 +155,4 @@ def test_evaluate_checkpoint_of_a_folder_without_trials_says_what_to_give(tmp_pa
     (tmp_path / "run").mkdir()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err
-    assert "holds no trial runs" in err and "checkpoint.pt" in err
+    assert "holds no checkpoint.pt and no trial runs" in err
