@@ -4,7 +4,8 @@
     python benchmarks/bench_use.py --arch resnet18 --gallery 20000 --quick
 
 Extraction: the BN feature of batches of ``--batch`` random images (random weights: speed does not
-depend on them) in PyTorch (``torch.no_grad``) and in onnxruntime on the graph ``kglfr export`` writes.
+depend on them) in PyTorch (``torch.no_grad``), with ``--amp int8``, and in onnxruntime on the graph
+``kglfr export`` writes.
 Search: one query (and a batch of 100) against a gallery of random L2-normalised 512-d and 2048-d
 features, exact (numpy matrix product + argpartition, as ``kglfr search``) and with faiss (flat inner
 product index; IVF index as ``kglfr search`` builds above 50,000 images, on 512-d); faiss IVF
@@ -15,6 +16,7 @@ clustered ones (5,000 identity centres + noise, closer to re-ID features).
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -49,6 +51,27 @@ def both_features(net, x: torch.Tensor, repeat: int, tag: str) -> dict:
             f"both_features_{tag}_two_passes_img_per_s": len(x) / t_two}  # fmt: skip
 
 
+def int8_extraction(net, x: torch.Tensor, size: tuple[int, int], repeat: int, tag: str) -> dict:
+    """``--amp int8`` (kglfr.model.quantize), calibrated on the batch: images/s of the one extractor beside
+    float32's in the same run, and the BN features' cosine to float32's."""
+    from kglfr.eval.extract import embed_batch
+    from kglfr.runtime import int8_engine
+
+    if int8_engine() is None:
+        return {}
+    int8 = ReIDModel(copy.deepcopy(net), {"input_size": list(size)}, amp="int8")
+    t0 = time.perf_counter()
+    int8.calibrate(x, "visible")
+    calibration = time.perf_counter() - t0
+    with torch.no_grad():
+        t_fp32 = timeit(lambda: embed_batch(net, x, 0), repeat=repeat)
+        t_int8 = timeit(lambda: embed_batch(int8.model, x, 0), repeat=repeat)
+        a, b = (torch.nn.functional.normalize(embed_batch(m, x, 0)["bn"], dim=1) for m in (net, int8.model))
+    return {f"extract_{tag}_int8_img_per_s": len(x) / t_int8, f"extract_{tag}_int8_over_fp32": t_fp32 / t_int8,
+            f"extract_{tag}_int8_calibration_s": calibration,
+            f"extract_{tag}_int8_bn_cosine_min": float((a * b).sum(1).min())}  # fmt: skip
+
+
 def extraction(arch: str, size: tuple[int, int], batch: int, repeat: int) -> dict:
     from kglfr.inference.export import export_onnx
 
@@ -59,6 +82,7 @@ def extraction(arch: str, size: tuple[int, int], batch: int, repeat: int) -> dic
         t_torch = timeit(lambda: net.extract(x, 0, which="bn"), repeat=repeat)
     out = {f"extract_{arch}_{size[0]}x{size[1]}_torch_img_per_s": batch / t_torch}
     out.update(both_features(net, x, repeat, f"{arch}_{size[0]}x{size[1]}"))
+    out.update(int8_extraction(net, x, size, repeat, f"{arch}_{size[0]}x{size[1]}"))
     try:
         import onnxruntime as ort
     except ImportError:
