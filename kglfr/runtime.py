@@ -150,13 +150,15 @@ class Policy:
 
     def model(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` moved to the device, in the policy's memory format (in place); under int8, an
-        :class:`~kglfr.model.quantize.Int8Model` around it (use the returned model)."""
-        model = model.to(self.device, memory_format=self.memory_format)
+        :class:`~kglfr.model.quantize.Int8Model` around it (use the returned model); an ``Int8Model`` is
+        returned as it is, with its calibration."""
         if self.int8:
             from kglfr.model.quantize import Int8Model
 
-            return Int8Model(model)
-        return model
+            if isinstance(model, Int8Model):
+                return model
+            return Int8Model(model.to(self.device, memory_format=self.memory_format))
+        return model.to(self.device, memory_format=self.memory_format)
 
     def describe(self) -> str:
         return f"{self.device}, amp {self.amp_name}, {'channels_last' if self.channels_last else 'contiguous'}"

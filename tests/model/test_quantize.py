@@ -38,6 +38,7 @@ def test_int8_features_match_float32_and_the_backbone_really_is_int8(store):
     assert (policy.int8, policy.amp_dtype, policy.channels_last, policy.amp_name) == (True, None, False, "int8")
     net = policy.model(eval_net(6))
     assert isinstance(net, Int8Model) and not net.training and net.feature_dim == 512
+    assert policy.model(net) is net  # wrapped once (kglfr evaluate --worst hands its model on)
     int8 = store_features(net, store, idx, store.size, batch_size=16)
     assert net.calibrated(0) and net.calibrated(1)  # one int8 path per modality's stem
     assert any("quantized" in k for k in int8_kinds(net))  # quantized convolutions, not float ones
