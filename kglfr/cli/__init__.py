@@ -76,6 +76,16 @@ def int_range(low: int, high: int):
     return parse
 
 
+def as_flags(error: KglfrError, flags: dict[str, str]) -> KglfrError:
+    """``error`` with the parameters its message names worded as the command's ``flags``."""
+    message = str(error)
+    for param, flag in flags.items():
+        message = message.replace(param, flag)
+    out = type(error)(message)
+    out.__dict__.update(error.__dict__)
+    return out
+
+
 AMP_HELP = (
     "autocast dtype: auto (default: bf16 on a GPU that has it, fp16 on older GPUs, float32 on the CPU; "
     "channels_last with it), off (float32), bf16 (on a CPU fast only with native bf16), fp16 (GPU only)"

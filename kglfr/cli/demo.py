@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kglfr.cli.synth import as_flags
+    from kglfr.cli.synth import as_synth_flags
     from kglfr.data.datasets import load_dataset
     from kglfr.data.store import prepare_store
     from kglfr.data.synth import synthesize
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             height=DEMO_DEFAULTS["height"], width=DEMO_DEFAULTS["width"], force=True, progress=not args.no_progress,
         )  # fmt: skip
     except KglfrError as e:
-        raise KglfrError(as_flags(str(e))) from None
+        raise KglfrError(as_synth_flags(str(e))) from None
     print("      " + summary.line())
 
     print(f"[2/{steps}] preparing the image store")

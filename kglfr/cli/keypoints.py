@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kglfr.cli import add_command, fraction, positive_int
-from kglfr.cli.prepare import as_flags
+from kglfr.cli import add_command, as_flags, fraction, positive_int
 from kglfr.errors import KglfrError, StoreError
 from kglfr.keypoints.coco import VALID_THRESHOLD
 

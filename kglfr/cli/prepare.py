@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kglfr.cli import add_command, int_range, positive_int
+from kglfr.cli import add_command, as_flags, int_range, positive_int
 from kglfr.data.datasets import dataset_names, load_dataset
 from kglfr.errors import KglfrError
 
@@ -16,16 +16,6 @@ FLAGS = {
     "another out folder": "another --out",
     "value_range": "--bit-depth-range",
 }
-
-
-def as_flags(error: KglfrError, flags: dict[str, str]) -> KglfrError:
-    """``error`` with the parameters its message names worded as the command's ``flags``."""
-    message = str(error)
-    for param, flag in flags.items():
-        message = message.replace(param, flag)
-    out = type(error)(message)
-    out.__dict__.update(error.__dict__)
-    return out
 
 
 EXAMPLES = """

@@ -93,8 +93,9 @@ PARAMETER_FLAGS = {
 }
 
 
-def as_flags(message: str) -> str:
-    """A ``synthesize`` error worded with the command's flags: its first word, when a parameter
+def as_synth_flags(message: str) -> str:
+    """A ``synthesize`` error worded with the command's flags (by position, unlike ``kglfr.cli.as_flags``:
+    parameter names such as ``ids`` also occur inside its words): its first word, when a parameter
     (``test_ids must be`` -> ``--test-ids must be``, ``height and width`` -> ``--height and --width``),
     and the advice ``force=True`` -> ``--force``."""
     first, space, rest = message.partition(" ")
@@ -126,6 +127,6 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
         )
     except KglfrError as e:
-        raise KglfrError(as_flags(str(e))) from None
+        raise KglfrError(as_synth_flags(str(e))) from None
     print(summary.line())
     return 0

@@ -139,18 +139,23 @@ def calibrate_images(model: torch.nn.Module, images, modality, size: tuple[int, 
     replacing an earlier calibration; False for a model that has nothing to calibrate."""
     if not isinstance(model, Int8Model):
         return False
-    m = parse_modality(modality)
+    count, batch_of = image_batches(images, size, device, "no images to calibrate on")
+    calibrate(model, parse_modality(modality), count, batch_of, again=True)
+    return True
+
+
+def image_batches(images, size: tuple[int, int], device, empty: str = "no images to embed") -> tuple[int, Callable]:
+    """(how many, ``batch_of(positions)``: their preprocessed batch) of ``images`` as :func:`embed_images`
+    takes them; a tensor is preprocessed once, files and arrays batch by batch. ``empty``: the error."""
     if isinstance(images, torch.Tensor):
         x = preprocess(images, size, device)
-        calibrate(model, m, len(x), lambda pick: x[torch.from_numpy(pick)], again=True)
-        return True
+        return len(x), lambda pick: x[torch.from_numpy(np.asarray(pick))]
     if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):
         images = [images]
     images = list(images)
     if not images:
-        raise KglfrError("no images to calibrate on")
-    calibrate(model, m, len(images), lambda pick: preprocess([images[i] for i in pick], size, device), again=True)
-    return True
+        raise KglfrError(empty)
+    return len(images), lambda pick: preprocess([images[i] for i in pick], size, device)
 
 
 def _bar(total: int, progress: bool):
@@ -247,25 +252,17 @@ def embed_images(model: torch.nn.Module, images, modality, size: tuple[int, int]
     H x W x 3 uint8 RGB arrays or paths, an N x H x W x 3 uint8 array, or a B x 3 x H x W tensor."""
     check_which(which)
     m = parse_modality(modality)
-    if isinstance(images, torch.Tensor):
-        x = preprocess(images, size, device)
-        calibrate(model, m, len(x), lambda pick: x[torch.from_numpy(pick)])
-        return normalised(embed_batch(model, x, m, flip, amp_dtype))[which]
-    if isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3):
-        images = [images]
-    images = list(images)
-    if not images:
-        raise KglfrError("no images to embed")
-    calibrate(model, m, len(images), lambda pick: preprocess([images[i] for i in pick], size, device))
+    count, batch_of = image_batches(images, size, device)
+    calibrate(model, m, count, batch_of)
     out: np.ndarray | None = None
-    with _bar(len(images), progress) as bar:
-        for s in range(0, len(images), batch_size):
-            chunk = images[s : s + batch_size]
-            f = normalised(embed_batch(model, preprocess(chunk, size, device), m, flip, amp_dtype))[which]
+    with _bar(count, progress) as bar:
+        for s in range(0, count, batch_size):
+            pick = np.arange(s, min(s + batch_size, count))
+            f = normalised(embed_batch(model, batch_of(pick), m, flip, amp_dtype))[which]
             if out is None:
-                out = np.zeros((len(images), f.shape[1]), np.float32)
-            out[s : s + len(chunk)] = f
-            bar.update(len(chunk))
+                out = np.zeros((count, f.shape[1]), np.float32)
+            out[pick] = f
+            bar.update(len(pick))
     return out
 
 
