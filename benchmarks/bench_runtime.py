@@ -25,12 +25,14 @@ import copy
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import make_store  # noqa: E402
+from bench_train import base_overrides, make_store  # noqa: E402
 from harness import record  # noqa: E402
 
 from kglfr.eval.extract import embed_batch  # noqa: E402
@@ -42,9 +44,20 @@ PATHS = {"fp32": ("off", "off"), "channels_last": ("off", "on"), "bf16_channels_
          "policy": ("auto", "auto")}  # fmt: skip
 
 
-def steppers(common: list[str]) -> dict:
-    """Per path: (train step, extraction pass, batch size, inference policy, training policy, trainer),
-    each warmed up once."""
+class Runner(NamedTuple):
+    """One path, warmed up: its training step and extraction pass (None where it has none), the batch size,
+    the inference and training policies, the trainer."""
+
+    step: Callable[[int], None] | None
+    extract: Callable[[int], None]
+    batch: int
+    policy: Policy
+    train_policy: Policy | None
+    trainer: Trainer | None
+
+
+def steppers(common: list[str]) -> dict[str, Runner]:
+    """A :class:`Runner` per path."""
     out = {}
     for name, (amp, cl) in PATHS.items():
         torch.manual_seed(0)
@@ -66,13 +79,13 @@ def steppers(common: list[str]) -> dict:
 
         for fn in (step, extract):
             fn(0)
-        out[name] = (step, extract, len(x), policy, trainer.rt.policy, trainer)
+        out[name] = Runner(step, extract, len(x), policy, trainer.rt.policy, trainer)
         if name == "fp32" and policy.device.type == "cpu" and int8_engine() is not None:
             out["int8"] = int8_extraction(trainer.model, x, policy)
     return out
 
 
-def int8_extraction(model: torch.nn.Module, x: torch.Tensor, fp32: Policy) -> tuple:
+def int8_extraction(model: torch.nn.Module, x: torch.Tensor, fp32: Policy) -> Runner:
     """The int8 path (``--amp int8``): extraction only, calibrated on the batch itself (as extraction
     calibrates on the first images it embeds); no training step."""
     policy = resolve_policy(fp32.device, "int8")
@@ -83,7 +96,7 @@ def int8_extraction(model: torch.nn.Module, x: torch.Tensor, fp32: Policy) -> tu
         embed_batch(int8, x, 0)
 
     extract(0)
-    return (None, extract, len(x), policy, None, None)
+    return Runner(None, extract, len(x), policy, None, None)
 
 
 def sync(device: torch.device) -> None:
@@ -91,22 +104,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def rates(runners: dict, steps: int, which: int) -> dict[str, float]:
-    runners = {name: r for name, r in runners.items() if r[which] is not None}
-    spent = dict.fromkeys(runners, 0.0)
+def rates(runners: dict[str, Runner], steps: int, which: str) -> dict[str, float]:
+    """Images/s of each runner's ``which`` ("step" or "extract"), the runners alternating."""
+    fns = {name: getattr(r, which) for name, r in runners.items() if getattr(r, which) is not None}
+    spent = dict.fromkeys(fns, 0.0)
     for i in range(steps):
-        for name, r in runners.items():
+        for name, fn in fns.items():
             t0 = time.perf_counter()
-            r[which](i + 1)
-            sync(r[3].device)
+            fn(i + 1)
+            sync(runners[name].policy.device)
             spent[name] += time.perf_counter() - t0
-    return {name: steps * r[2] / spent[name] for name, r in runners.items()}
+    return {name: steps * runners[name].batch / spent[name] for name in fns}
 
 
-def loop_rates(runners: dict, steps: int) -> dict[str, float]:
+def loop_rates(runners: dict[str, Runner], steps: int) -> dict[str, float]:
     """The fp32 training loop's images/s with its batches made ahead in a thread and made in the training
     thread (what ``Trainer.fit`` does on the CPU), alternating, ``steps`` steps each."""
-    trainer = runners["fp32"][5]
+    trainer = runners["fp32"].trainer
     trainer.data.sampler.iters_per_epoch = steps
     spent = {"loop_prefetch_thread": 0.0, "loop_in_thread": 0.0}
     for epoch in range(4):
@@ -130,24 +144,16 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = make_store(Path(tmp), args.height, args.width, args.ids)
-        common = [
-            f"data.store={path}",
-            f"model.arch={args.arch}",
-            f"data.height={args.height}",
-            f"data.width={args.width}",
-            f"train.device={args.device}",
-            f"data.ids_per_batch={args.ids_per_batch}",
-            "model.pretrained=none",
-            "optim.lr=0.0001",
-        ]  # fmt: skip  (random ResNet-50: finite after a step)
+        # a random ResNet-50 stays finite after a step only at a low learning rate
+        common = [*base_overrides(path, args), f"data.ids_per_batch={args.ids_per_batch}", "optim.lr=0.0001"]
         runners = steppers(common)
-        policy = runners["policy"][3]
-        figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": runners["fp32"][2],
+        policy = runners["policy"].policy
+        figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": runners["fp32"].batch,
                          "device": str(policy.device), "cpu_native_bf16": cpu_has_bf16(), "cpu_vnni": cpu_has_vnni(),
-                         "policy_training": runners["policy"][4].describe(), "policy_inference": policy.describe(),
-                         "threads": torch.get_num_threads()}  # fmt: skip
-        for kind, which in (("step", 0), ("extract", 1)):
-            r = rates(runners, args.steps, which)
+                         "policy_training": runners["policy"].train_policy.describe(),
+                         "policy_inference": policy.describe(), "threads": torch.get_num_threads()}  # fmt: skip
+        for kind in ("step", "extract"):
+            r = rates(runners, args.steps, kind)
             for name, v in r.items():
                 figures[f"{kind}_{name}_images_per_s"] = v
             for name, v in r.items():

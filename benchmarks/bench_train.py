@@ -44,6 +44,13 @@ def make_store(tmp: Path, height: int, width: int, ids: int) -> Path:
     return store.path
 
 
+def base_overrides(store: Path, args: argparse.Namespace) -> list[str]:
+    """The config overrides every step benchmark starts from: the store, ``--arch``, ``--height``,
+    ``--width``, ``--device``, random initial weights."""
+    return [f"data.store={store}", f"model.arch={args.arch}", f"data.height={args.height}",
+            f"data.width={args.width}", f"train.device={args.device}", "model.pretrained=none"]  # fmt: skip
+
+
 def make_stepper(cfg) -> tuple[Callable[[int], None], int, torch.device]:
     """The trainer's own step (``Trainer.run_step``: SGD with Nesterov momentum and weight decay, AMP,
     channels_last, erasing and losses as in ``kglfr train``) on two ready batches, warmed up; returns
@@ -115,8 +122,7 @@ def main() -> None:
         path = make_store(Path(tmp), args.height, args.width, args.ids)
         store = Store.open(path)
         cache = KeypointCache.open(store)
-        common = [f"data.store={path}", f"model.arch={args.arch}", f"data.height={args.height}",
-                  f"data.width={args.width}", f"train.device={args.device}", "model.pretrained=none"]  # fmt: skip
+        common = base_overrides(path, args)
         figures: dict = {"arch": args.arch, "input": f"{args.height}x{args.width}", "batch": 64}
         cfgs = {p.split("/")[1]: C.load_config(p, common) for p in ("sysu/baseline", "sysu/kglfr")}
         cfg = cfgs["kglfr"]
