@@ -32,7 +32,8 @@ from kglfr.data.store import prepare_store  # noqa: E402
 from kglfr.data.synth import synthesize  # noqa: E402
 from kglfr.data.transforms import TrainTransform, store_batch_to_tensor  # noqa: E402
 from kglfr.keypoints.backends import BatchInfo, build_backend  # noqa: E402
-from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, KeypointCache, build_cache, bytes_per_image  # noqa: E402
+from kglfr.keypoints.build import build_cache  # noqa: E402
+from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, KeypointCache, bytes_per_image  # noqa: E402
 from kglfr.keypoints.heatmaps import dequantise, quantise, resize_maps  # noqa: E402
 from kglfr.keypoints.skeleton import coco_to_13_heatmaps, coco_to_13_keypoints  # noqa: E402
 

@@ -30,7 +30,8 @@ from harness import record  # noqa: E402
 from kglfr.data.datasets import load_dataset  # noqa: E402
 from kglfr.data.store import Store, prepare_store  # noqa: E402
 from kglfr.data.synth import synthesize  # noqa: E402
-from kglfr.keypoints.cache import KeypointCache, build_cache, build_pose_backend  # noqa: E402
+from kglfr.keypoints.build import build_cache, build_pose_backend  # noqa: E402
+from kglfr.keypoints.cache import KeypointCache  # noqa: E402
 from kglfr.train import config as C  # noqa: E402
 from kglfr.train.data import STREAM_ERASING, TrainData, step_generator  # noqa: E402
 from kglfr.train.trainer import Trainer, build_model, erase, resolve_runtime  # noqa: E402

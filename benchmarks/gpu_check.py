@@ -258,7 +258,7 @@ def make_store(root: Path, height: int, width: int, ids: int, images_per_camera:
     from kglfr.data.datasets import load_dataset
     from kglfr.data.store import prepare_store
     from kglfr.data.synth import synthesize
-    from kglfr.keypoints.cache import build_cache, build_pose_backend
+    from kglfr.keypoints.build import build_cache, build_pose_backend
 
     t = time.perf_counter()
     synth = synthesize(root / "synth", "sysu", ids=ids, seed=0, images_per_camera=images_per_camera, height=height,

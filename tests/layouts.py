@@ -87,7 +87,7 @@ def synthetic_store(root: Path, ids: int = 12, seed: int = 2, images_per_camera:
     """A synthetic SYSU-layout dataset under ``root/synth`` prepared at 64x32 into ``root/store`` (with the
     oracle keypoint cache unless ``keypoints`` is False): (store path, dataset root)."""
     from kglfr.data.synth import synthesize
-    from kglfr.keypoints.cache import build_cache, build_pose_backend
+    from kglfr.keypoints.build import build_cache, build_pose_backend
 
     synth = synthesize(root / "synth", "sysu", ids=ids, seed=seed, images_per_camera=images_per_camera,
                        height=64, width=32)  # fmt: skip

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from kglfr.data.store import prepare_store
     from kglfr.data.synth import synthesize
     from kglfr.errors import KglfrError
-    from kglfr.keypoints.cache import build_cache, build_pose_backend, format_summary
+    from kglfr.keypoints.build import build_cache, build_pose_backend, format_summary
     from kglfr.viz.keypoints import keypoint_sheet
 
     if args.seeds < 1:

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from kglfr.data.store import Store
-    from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, build_cache, build_pose_backend, format_summary
+    from kglfr.keypoints.build import build_cache, build_pose_backend, format_summary
+    from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW
 
     if args.fetch_model:
         from kglfr.keypoints.weights import fetch_blazepose_model

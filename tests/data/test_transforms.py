@@ -14,7 +14,7 @@ from kglfr.data.transforms import (
     store_batch_to_tensor,
 )
 from kglfr.keypoints.backends import build_backend
-from kglfr.keypoints.cache import build_cache
+from kglfr.keypoints.build import build_cache
 from kglfr.keypoints.heatmaps import peaks, render_gaussians
 from kglfr.keypoints.skeleton import FLIP_KEYPOINTS, PARTS
 

@@ -14,14 +14,8 @@ from kglfr.data.store import MANIFEST, Store, write_json_atomic
 from kglfr.errors import KglfrError, StoreError
 from kglfr.keypoints.backends import BatchInfo, build_backend
 from kglfr.keypoints.backends.oracle import OracleBackend, read_sidecar
-from kglfr.keypoints.cache import (
-    DEFAULT_HEATMAP_HW,
-    MAX_BYTES_PER_IMAGE,
-    KeypointCache,
-    build_cache,
-    bytes_per_image,
-    format_summary,
-)
+from kglfr.keypoints.build import build_cache, format_summary
+from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW, MAX_BYTES_PER_IMAGE, KeypointCache, bytes_per_image
 from kglfr.keypoints.heatmaps import peaks, render_gaussians, resize_maps
 from kglfr.keypoints.skeleton import PARTS, coco_to_13_keypoints, part_centres
 
@@ -191,7 +185,7 @@ def test_damaged_cache_is_rebuilt_not_reported_up_to_date(fresh, built, caplog, 
     _damage(folder / "heatmaps.u8")
     with pytest.raises(KglfrError, match="checksum mismatch"):
         KeypointCache.open(fresh)
-    with caplog.at_level(logging.WARNING, logger="kglfr.keypoints.cache"):
+    with caplog.at_level(logging.WARNING, logger="kglfr.keypoints.build"):
         result = build_cache(fresh, OracleBackend(root=fresh.root), progress=False)
     assert "is damaged (checksum mismatch); rebuilding it" in caplog.text
     assert result.computed == len(fresh) and not result.resumed

@@ -18,7 +18,8 @@ from kglfr.data.synth import synthesize
 from kglfr.errors import KglfrError
 from kglfr.io import LockedError, folder_lock
 from kglfr.keypoints.backends import build_backend
-from kglfr.keypoints.cache import KeypointCache, build_cache
+from kglfr.keypoints.build import build_cache
+from kglfr.keypoints.cache import KeypointCache
 from kglfr.keypoints.skeleton import coco_to_13_keypoints
 
 

@@ -65,7 +65,7 @@ def ten_trials(tmp_path_factory):
     from kglfr.data.datasets import load_dataset
     from kglfr.data.store import prepare_store
     from kglfr.data.synth import synthesize
-    from kglfr.keypoints.cache import build_cache, build_pose_backend
+    from kglfr.keypoints.build import build_cache, build_pose_backend
 
     root = tmp_path_factory.mktemp("regdb")
     synth = synthesize(root / "synth", "regdb", ids=8, seed=0, images_per_camera=2, height=64, width=32)
