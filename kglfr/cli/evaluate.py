@@ -19,6 +19,7 @@ EXAMPLES = """
   kglfr evaluate --features regdb_t1.npz --features regdb_t2.npz --protocol regdb-v2i   # one file per trial
   kglfr evaluate --features llcm_test.npz --protocol llcm-i2v --rerank --out llcm.json
   kglfr evaluate --checkpoint runs/demo/train/checkpoint.pt --store runs/demo/store --protocol sysu-all
+  kglfr evaluate --checkpoint runs/demo/train --store runs/demo/store --amp int8   # a run folder; CPU int8
   kglfr evaluate --checkpoint runs/regdb --out runs/regdb-eval   # a 'kglfr train --trial all' folder
   kglfr evaluate --features sysu_test.npz --protocol sysu-all --gallery-draw official --gallery-perm rand_perm_cam.mat
 

@@ -12,6 +12,7 @@ EXAMPLES = """
   kglfr evaluate --features sysu_test.npz --protocol sysu-all
   kglfr extract --checkpoint runs/demo/train --store runs/demo/store --split all --flip --out all.npz
   kglfr extract --checkpoint ckpt.pt --images my_ir_images/ --modality infrared --out ir.npz
+  kglfr extract --checkpoint runs/sysu-kglfr --store stores/sysu --amp int8 --out fast.npz   # CPU, int8
 
 --images DIR: every .jpg/.jpeg/.png/.bmp under DIR (recursively, hidden files skipped, sorted). An image
 at DIR/<pid>/<camera>_<anything>.jpg (the custom layout, e.g. 0007/3_0001.jpg, 0007/c3_0001.jpg or

@@ -13,6 +13,7 @@ EXAMPLES = """
       --top 10 --out grid.png
   kglfr search --checkpoint ckpt.pt --query probes/ --query-modality visible --gallery ir_feats.npz \\
       --gallery-root ir_images/ --out grid.png
+  kglfr search --checkpoint ckpt.pt --query probes/ --query-modality infrared --gallery visible_gallery/ --amp int8
 
 A gallery folder is embedded once and cached in DIR/.kglfr-features-<checkpoint sha>.npz, reused while
 its files (names, sizes, mtimes) and the checkpoint are unchanged. The gallery's modality is the other
