@@ -4,6 +4,7 @@ SYSU-MM01 permutation file, and the one-line error check of ``kglfr evaluate``."
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,13 @@ from kglfr.cli import main
 from kglfr.data.datasets import load_dataset
 from kglfr.data.store import Store, prepare_store
 from kglfr.keypoints.backends.oracle import SIDECAR
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a test's DDP rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (40, 20)) -> None:

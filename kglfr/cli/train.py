@@ -49,6 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kglfr.train.runtime import end_distributed
+
+    code = _train(args)
+    end_distributed()  # under torchrun: every process reaches here once its training finished
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
     from kglfr.errors import KglfrError
     from kglfr.train import config as C
     from kglfr.train.trainer import check_resume, train

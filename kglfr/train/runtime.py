@@ -69,6 +69,15 @@ def resolve_runtime(cfg: DictConfig) -> Runtime:
     return Runtime(device, rank, world, local, policy.amp_dtype, policy.channels_last)
 
 
+def end_distributed() -> None:
+    """Shut down the process group :func:`resolve_runtime` started, once every process is past its last
+    collective: its communication threads then stop while Python still runs, rather than during interpreter
+    exit (where NCCL warns about leaked resources and gloo can abort a run that succeeded)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 @contextmanager
 def stop_on_signals():
     """Turn Ctrl-C and SIGTERM into a flag the loop checks after each step (main thread only)."""

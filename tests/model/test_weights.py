@@ -8,11 +8,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import socket
 import threading
 
 import pytest
 import torch
+from layouts import free_port
 
 from kglfr.model import AGWNet, resnet18
 from kglfr.model import weights as W
@@ -72,9 +72,7 @@ def test_a_download_whose_hash_does_not_match_its_name_is_refused(hub, served):
 
 
 def test_offline_is_one_line_with_the_url_and_where_to_put_the_file(hub, monkeypatch):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv(W.URL_ENV, f"http://127.0.0.1:{port}/models/")
     with pytest.raises(W.WeightsError) as exc:
         AGWNet(5, arch="resnet50", pretrained="imagenet")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from layouts import TINY_TRAIN, synthetic_store
+from layouts import TINY_TRAIN, free_port, synthetic_store
 
 from kglfr.cli import main
 from kglfr.errors import DiskFullError
@@ -66,28 +67,13 @@ def test_the_fp16_grad_scaler_state_round_trips_through_the_checkpoint(store, tm
             assert all(v.device == p.device for v in again.optimizer.state[p].values() if torch.is_tensor(v))
 
 
-def _erase_on_rank(rank: int, store: str, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))  # fmt: skip
-    torch.set_num_threads(1)
-    cfg = C.load_config("sysu/kglfr", [f"data.store={store}", *TINY, "train.device=cpu"])
-    trainer = Trainer(cfg)
-    trainer.begin_epoch(0)
-    local = list(range(len(trainer.data.labels)))[: trainer.data.sampler.batch_size]
-    batch = trainer.data.make_batch(local, 0, 0)  # the same images on both ranks
-    batch.images = torch.ones_like(batch.images)
-    _, images, _ = trainer.prepare(batch)
-    erased = (images == 0).all(1)  # erased pixels are filled with 0
-    gathered = [torch.zeros_like(erased) for _ in range(2)]
-    torch.distributed.all_gather(gathered, erased)
-    if rank == 0:
-        torch.save(gathered, out)
-    torch.distributed.destroy_process_group()
-
-
 def test_ddp_ranks_erase_differently(store, tmp_path):
     out = tmp_path / "masks.pt"
-    torch.multiprocessing.spawn(_erase_on_rank, args=(str(store), 29541, str(out)), nprocs=2, join=True)
+    script = Path(__file__).with_name("ddp_erase.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(script), str(store), str(out), *TINY]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = torch.load(out)
     assert a.any() and b.any() and not torch.equal(a, b)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from layouts import TINY_TRAIN, synthetic_store
+from layouts import TINY_TRAIN, free_port, synthetic_store
 
 from kglfr.cli import main
 from kglfr.train import config as C
@@ -155,7 +155,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(store, full_
 
 def test_ddp_two_processes_on_the_cpu(store, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "kglfr", "train", "--config", "sysu/kglfr", "--out", str(out), "--no-progress",
            f"data.store={store}", *TINY, "train.epochs=1", "train.threads=1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
