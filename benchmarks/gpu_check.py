@@ -5,7 +5,8 @@
 
 Steps (each timed; a failing step is recorded and the next one still runs; exit 1 if any failed):
 
-1. ``environment``: torch, CUDA, GPU name and memory, bf16 support, CPU count, the code checked.
+1. ``environment``: torch, CUDA, GPU name and memory, bf16 support (GPU; native on the CPU), CPU count, the
+   code checked.
 2. ``dataset``: a synthetic SYSU-layout set (288x144), prepared into a store, oracle keypoint cache.
 3. ``train_resume``: ``python -m kglfr train --config sysu/kglfr`` (ResNet-50, ``model.pretrained=none``,
    a low learning rate: from random weights one step at lr 0.1 makes the features non-finite) with AMP
@@ -22,14 +23,13 @@ Steps (each timed; a failing step is recorded and the next one still runs; exit 
    recorded as "not possible on one GPU" (not a failure) and the two processes run with gloo on the CPU.
 8. ``compile``: ``train.compile`` speed-up when the option exists (skipped with a note otherwise).
 
-Targets are judged on a GPU run only (``--smoke`` records them). ``--budget`` skips the optional steps
-(4-8) that would not fit in the time left, saying so.
+The steps run through ``step_runner.Runner``. Targets are judged on a GPU run only (``--smoke`` records
+them). ``--budget`` skips the optional steps (4-8) that would not fit in the time left, saying so.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -40,11 +40,8 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -53,6 +50,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]  # check the code beside this script, not
 
 import torch  # noqa: E402
 from harness import timeit  # noqa: E402
+from step_runner import Outcome, Runner, StepError, free_gpu, target  # noqa: E402
 
 STEPS = ("environment", "dataset", "train_resume", "step_throughput", "data_pipeline", "hrnet", "ddp", "compile")
 PEAK_GIB_MAX = 8.0
@@ -100,115 +98,6 @@ TINY_DDP = ("model.arch=resnet18", "data.height=64", "data.width=32", "data.pad=
             "eval.trials=2", "train.tensorboard=false", "model.pretrained=none", "train.threads=1")  # fmt: skip
 
 
-class StepError(Exception):
-    """A check of a step that did not hold (the message says which)."""
-
-
-@dataclass
-class Outcome:
-    """What a step function returns: a one-line result for the table, the figures, and its status."""
-
-    summary: str
-    figures: dict = field(default_factory=dict)
-    status: str = "passed"  # passed, skipped, not_possible
-    note: str = ""
-    targets: list = field(default_factory=list)
-
-
-@dataclass
-class StepRecord:
-    name: str
-    status: str
-    seconds: float
-    summary: str = ""
-    figures: dict = field(default_factory=dict)
-    targets: list = field(default_factory=list)
-    note: str = ""
-    error: str = ""
-
-
-def target(name: str, value: float | None, limit: float, op: str) -> dict:
-    met = None if value is None else (value <= limit if op == "<=" else value >= limit)
-    return {"name": name, "value": value, "op": op, "limit": limit, "met": met}
-
-
-# ---------------------------------------------------------------------------------------------------
-# The runner: times each step, records its result or failure, writes the JSON after each one
-
-
-class Runner:
-    def __init__(self, out: Path, plan: Plan, device: str, budget: float) -> None:
-        self.out, self.plan, self.device, self.budget = out, plan, device, budget
-        self.t0 = time.perf_counter()
-        self.records: list[StepRecord] = []
-        # what later steps need (store path, step rates, ...); the work folder is removed at the end unless --keep
-        self.state: dict = {"work": Path(tempfile.mkdtemp(prefix="gpu_check-work-", dir=out))}
-        self.json_path = out / "gpu_check.json"
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def run(self, name: str, fn: Callable[[Runner], Outcome], optional: bool = False) -> StepRecord:
-        estimate = float(self.plan.estimates.get(name, 0)) if optional else 0.0
-        t = time.perf_counter()
-        if optional and self.elapsed() + estimate > self.budget:
-            rec = StepRecord(name, "skipped", 0.0, "skipped: budget",
-                             note=f"budget: {self.elapsed():.0f} s of {self.budget:.0f} s spent, the step needs "
-                                  f"about {estimate:.0f} s")  # fmt: skip
-        else:
-            try:
-                o = fn(self)
-                rec = StepRecord(name, o.status, 0.0, o.summary, o.figures, o.targets, o.note)
-                self._judge(rec)
-            except Exception as e:  # a failing step is recorded; the next one still runs
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                rec = StepRecord(name, "failed", 0.0, f"FAILED: {first[:100]}", error=f"{type(e).__name__}: {e}")
-                rec.figures["traceback"] = traceback.format_exc(limit=6).splitlines()[-12:]
-                free_gpu()  # a CUDA out-of-memory must not spill into the next step
-        rec.seconds = round(time.perf_counter() - t, 2)
-        self.records.append(rec)
-        self.write()
-        return rec
-
-    def _judge(self, rec: StepRecord) -> None:
-        """A missed target fails the step on a GPU run; --smoke records targets without judging them."""
-        for t in rec.targets:
-            t["judged"] = not self.plan.smoke and t["met"] is not None
-        missed = [t for t in rec.targets if t["judged"] and not t["met"]]
-        if missed and rec.status == "passed":
-            rec.status, rec.summary = "failed", f"{rec.summary} [target missed]"
-            rec.error = "target missed: " + "; ".join(f"{t['name']} {t['value']:.3g} (want {t['op']} {t['limit']})"
-                                                      for t in missed)  # fmt: skip
-
-    def need(self, key: str, step: str) -> object:
-        if key not in self.state:
-            raise StepError(f"needs the {key} of the {step} step, which did not run or failed")
-        return self.state[key]
-
-    def failed(self) -> bool:
-        return any(r.status == "failed" for r in self.records)
-
-    def write(self) -> None:
-        payload = {"name": "gpu_check", "mode": "smoke" if self.plan.smoke else "full", "device": self.device,
-                   "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv, "budget_s": self.budget,
-                   "seconds": round(self.elapsed(), 2), "passed": not self.failed(), "plan": asdict(self.plan),
-                   "steps": [asdict(r) for r in self.records]}  # fmt: skip
-        tmp = self.json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        tmp.replace(self.json_path)
-
-    def table(self) -> str:
-        rows = [("step", "status", "seconds", "result")]
-        rows += [(r.name, r.status, f"{r.seconds:.1f}", r.summary) for r in self.records]
-        w = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}  {d}" for a, b, c, d in rows]
-        lines.insert(1, "-" * min(120, max(len(s) for s in lines)))
-        verdict = "FAILED: " + ", ".join(r.name for r in self.records if r.status == "failed") if self.failed() \
-            else "all checks passed"  # fmt: skip
-        lines.append(f"{verdict} in {self.elapsed():.0f} s ({self.device}); {self.json_path}")
-        return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Helpers
 
@@ -233,23 +122,10 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def free_gpu() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_bf16() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def make_store(root: Path, height: int, width: int, ids: int, images_per_camera: int,
@@ -285,11 +161,12 @@ def make_store(root: Path, height: int, width: int, ids: int, images_per_camera:
 
 def step_environment(r: Runner) -> Outcome:
     import kglfr
+    from kglfr.runtime import cpu_has_bf16
 
     f: dict = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                "torch": torch.__version__, "torch_cuda": torch.version.cuda, "torch_threads": torch.get_num_threads(),
                "cuda_available": torch.cuda.is_available(), "device": r.device, "kglfr": kglfr.__version__,
-               "kglfr_path": str(Path(kglfr.__file__).parent), "cpu_bf16": cpu_bf16()}  # fmt: skip
+               "kglfr_path": str(Path(kglfr.__file__).parent), "cpu_bf16": cpu_has_bf16()}  # fmt: skip
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     f["git_commit"] = git.stdout.strip() or None
     summary = f"torch {torch.__version__}, {f['cpus']} CPUs"

@@ -138,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
     from kglfr.eval.rerank import RerankConfig
 
     if args.checkpoint and os.path.isdir(args.checkpoint):
-        if not os.path.isfile(os.path.join(args.checkpoint, "checkpoint.pt")):
+        from kglfr.train.run_folder import CHECKPOINT
+
+        if not os.path.isfile(os.path.join(args.checkpoint, CHECKPOINT)):
             return run_trials_folder(args)  # the ten runs of 'kglfr train --trial all'
-        args.checkpoint = os.path.join(args.checkpoint, "checkpoint.pt")  # a run folder: its checkpoint
+        args.checkpoint = os.path.join(args.checkpoint, CHECKPOINT)  # a run folder: its checkpoint
     if args.worst is not None:
         if not args.checkpoint or not args.out:
             raise KglfrError("--worst N needs --checkpoint CKPT --store STORE and --out DIR")
