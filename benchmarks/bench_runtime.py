@@ -129,7 +129,7 @@ def loop_rates(runners: dict[str, Runner], steps: int) -> dict[str, float]:
             for batch in trainer.data.epoch(epoch, **options):
                 trainer.run_step(batch)
             spent[name] += time.perf_counter() - t0
-    return {name: 4 * steps * trainer.data.sampler.batch_size / t for name, t in spent.items()}
+    return {name: 4 * steps * trainer.data.batch_size / t for name, t in spent.items()}
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ from kglfr.keypoints.build import build_cache, build_pose_backend  # noqa: E402
 from kglfr.keypoints.cache import KeypointCache  # noqa: E402
 from kglfr.train import config as C  # noqa: E402
 from kglfr.train.data import STREAM_ERASING, TrainData, step_generator  # noqa: E402
-from kglfr.train.trainer import Trainer, build_model, erase, resolve_runtime  # noqa: E402
+from kglfr.train.methods.kglfr import erase  # noqa: E402
+from kglfr.train.trainer import Trainer, build_model, resolve_runtime  # noqa: E402
 
 
 def make_store(tmp: Path, height: int, width: int, ids: int) -> Path:
@@ -67,7 +68,7 @@ def make_stepper(cfg) -> tuple[Callable[[int], None], int, torch.device]:
             torch.cuda.synchronize()
 
     one(0)  # warm-up
-    return one, data.sampler.batch_size, trainer.rt.device
+    return one, data.batch_size, trainer.rt.device
 
 
 def interleaved_rates(cfgs: dict, steps: int) -> dict[str, float]:

@@ -69,6 +69,7 @@ class AGWNet(nn.Module):
         last_stride: stride of layer4 (1 gives an 18x9 map for a 288x144 input).
         non_local: add the non-local blocks in layer2 and layer3.
         nl_reduction: non-local inner width is channels // nl_reduction.
+        nl_width: a fixed non-local inner width instead (1: the published AGW code's width, a known bug).
         gem_p: GeM exponent (fixed).
         pretrained: "imagenet" (torchvision's file: hub cache or download), a weights file in torchvision's
             layout, or "none"/None for random initialisation (a checkpoint's weights follow).
@@ -84,6 +85,7 @@ class AGWNet(nn.Module):
         nl_reduction: int = 2,
         gem_p: float = 3.0,
         pretrained: str | Path | None = None,
+        nl_width: int | None = None,
         pretrained_search_hub: bool = False,
     ) -> None:
         super().__init__()
@@ -96,6 +98,7 @@ class AGWNet(nn.Module):
         self.last_stride = last_stride
         self.non_local = non_local
         self.nl_reduction = nl_reduction
+        self.nl_width = nl_width
         self.gem_p = gem_p
 
         resnet: ResNet = BUILDERS[arch](last_stride=last_stride)
@@ -117,7 +120,7 @@ class AGWNet(nn.Module):
                 (self.layer3, self.nl_layer3, NON_LOCAL_COUNTS[2], 256 * expansion),
             ):
                 for idx in range(max(0, len(layer) - count), len(layer)):
-                    nl[str(idx)] = NonLocal(channels, reduction=nl_reduction)
+                    nl[str(idx)] = NonLocal(channels, reduction=nl_reduction, width=nl_width)
 
         self.pool = GeM(p=gem_p)
         self.bnneck = nn.BatchNorm1d(self._feature_dim)
@@ -144,6 +147,7 @@ class AGWNet(nn.Module):
             "non_local": self.non_local,
             "nl_reduction": self.nl_reduction,
             "gem_p": self.gem_p,
+            **({} if self.nl_width is None else {"nl_width": self.nl_width}),
         }
 
     def feature_map_size(self, input_hw: tuple[int, int]) -> tuple[int, int]:

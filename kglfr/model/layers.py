@@ -12,19 +12,23 @@ class NonLocal(nn.Module):
 
     ``W`` is a 1x1 convolution followed by BatchNorm whose weight and bias start at 0, so the block is
     the identity at initialisation. The reference AGW code computes the inner width as
-    ``reduc_ratio // reduc_ratio`` (always 1); here it is ``in_channels // reduction``.
+    ``reduc_ratio // reduc_ratio`` (always 1); here it is ``in_channels // reduction`` unless ``width`` is
+    given (``width=1`` is the reference code's block).
 
     Args:
         in_channels: channels of the input and output.
         reduction: the inner width is ``in_channels // reduction`` (2 gives C/2).
+        width: a fixed inner width instead (1: AGW's published code).
     """
 
-    def __init__(self, in_channels: int, reduction: int = 2) -> None:
+    def __init__(self, in_channels: int, reduction: int = 2, width: int | None = None) -> None:
         super().__init__()
         if reduction < 1 or in_channels // reduction < 1:
             raise ValueError(f"reduction {reduction} does not fit {in_channels} channels")
+        if width is not None and not 1 <= width <= in_channels:
+            raise ValueError(f"non-local width {width} does not fit {in_channels} channels")
         self.in_channels = in_channels
-        self.inter_channels = in_channels // reduction
+        self.inter_channels = in_channels // reduction if width is None else width
         self.g = nn.Conv2d(in_channels, self.inter_channels, kernel_size=1)
         self.theta = nn.Conv2d(in_channels, self.inter_channels, kernel_size=1)
         self.phi = nn.Conv2d(in_channels, self.inter_channels, kernel_size=1)

@@ -1,7 +1,9 @@
 """Training configs: typed sections (OmegaConf structured configs), YAML presets, command-line overrides.
 
 A preset is a YAML file in ``kglfr/configs/`` (``sysu/kglfr``, ``demo``, ...) or any path. A file may
-name a ``_base_`` file (relative to itself) whose values it overrides, as fast-reid's configs do.
+name ``_base_`` files (one, or a list merged in order; each a path relative to the file or a preset name
+such as ``sysu/caj``) whose values it overrides, as mmengine's configs do. ``method.name`` picks the
+training method (``kglfr.train.methods``), whose defaults sit between the schema and the preset.
 Everything is merged onto the schema below, so an unknown key anywhere (file or ``key=value``
 override) is an error that lists the closest valid keys, and a value of the wrong type is refused.
 The library never sees a config object: :func:`kglfr.train.trainer.train` takes a :class:`Config`
@@ -59,20 +61,31 @@ class ModelConfig:
     last_stride: Literal[1, 2] = 1
     non_local: bool = True
     nl_reduction: int = bounded(2, ge=1)
+    nl_width: int | None = bounded(None, ge=1)  # a fixed non-local inner width (1: AGW's published code)
     gem_p: float = bounded(3.0, gt=0)
     pretrained: str = "imagenet"  # imagenet (hub cache or download), none (random initialisation) or a file
+
+
+@dataclass
+class MethodConfig:
+    name: str = "kglfr"  # a registered training method (kglfr.train.methods): agw, caj, kglfr, kglfr_caj
 
 
 @dataclass
 class LossConfig:
     id_weight: float = bounded(1.0, ge=0)
     label_smoothing: float = bounded(0.0, ge=0, lt=1)
-    triplet: Literal["hard", "wrt"] = "hard"  # batch-hard with a margin, or AGW's weighted regularised triplet
+    # batch-hard with a margin, AGW's weighted regularised triplet, or CAJ's ADP triplet
+    triplet: Literal["hard", "wrt", "adp"] = "hard"
     global_margin: float = bounded(0.3, ge=0)
     global_weight: float = bounded(0.5, ge=0)
     kmlfr: bool = True
     local_margin: float = bounded(0.01, ge=0)
     local_weight: float = bounded(0.5, ge=0)
+    adp_alpha: float = bounded(1.0, gt=0)  # ADP: sharpness of the softmax weights
+    adp_gamma: float = bounded(1.0, gt=0)  # ADP: scale of the difference
+    adp_square: bool = True  # ADP: squared difference, clamped at 88 (CAJ's --square 1)
+    adp_normalize: bool = False  # ADP on L2-normalised features (learns from random initialisation)
 
 
 @dataclass
@@ -82,6 +95,8 @@ class AugmentConfig:
     area_min: float = bounded(0.02, gt=0, le=1)
     area_max: float = bounded(0.4, gt=0, le=1)
     ratio_min: float = bounded(0.3, gt=0, le=1)
+    channel_erasing_prob: float = bounded(0.5, ge=0, le=1)  # CAJ views: channel random erasing on each view
+    grey_prob: float = bounded(0.5, ge=0, le=1)  # CAJ views: adaptive grey's grey outcome on infrared
 
 
 @dataclass
@@ -126,6 +141,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -202,8 +218,25 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = doc.pop(BASE_KEY, None)
     if base is None:
         return doc
-    merged = _read_yaml((path.parent / base), (*seen, path))
+    bases = base if isinstance(base, list) else [base]
+    merged: dict = {}
+    for b in bases:
+        if not isinstance(b, str) or not b:
+            raise ConfigError(f"config {path}: '_base_' must be a preset name or file, or a list of them; got {b!r}")
+        merged = deep_merge(merged, _read_yaml(_base_path(path, b), (*seen, path)))
     return deep_merge(merged, doc)
+
+
+def _base_path(path: Path, base: str) -> Path:
+    """A ``_base_`` entry of ``path``: a file relative to it, else a preset name (``sysu/kglfr``)."""
+    rel = path.parent / base
+    if rel.is_file():
+        return rel
+    named = PRESET_DIR / (base if base.endswith(".yaml") else f"{base}.yaml")
+    if named.is_file():
+        return named
+    raise ConfigError(f"config {path}: '_base_' {base!r} is neither a file beside it nor a preset; "
+                      f"presets: {', '.join(presets())}")  # fmt: skip
 
 
 def deep_merge(a: dict, b: dict) -> dict:
@@ -305,7 +338,32 @@ def _problems(cfg: DictConfig) -> list[tuple[str, str]]:
         out.append(("optim.milestones", f"must be epochs (whole numbers >= 1), got {list(cfg.optim.milestones)}"))
     if cfg.augment.area_min > cfg.augment.area_max:
         out.append(("augment.area_min", f"must not exceed augment.area_max ({cfg.augment.area_max})"))
-    return out
+    return out + _method_problems(cfg)
+
+
+def _method_problems(cfg: DictConfig) -> list[tuple[str, str]]:
+    from kglfr.train.methods import get_method, method_names
+
+    if cfg.method.name not in method_names():
+        return [("method.name", f"must be a registered method ({', '.join(method_names())}), got {cfg.method.name!r}")]
+    return get_method(cfg.method.name).problems(cfg)
+
+
+def _method_schema(doc: dict, overrides: list[str] | dict | None) -> DictConfig:
+    """The schema with the defaults of the method that the preset ``doc`` and ``overrides`` name."""
+    from kglfr.train.methods import get_method, method_names
+
+    name = _lookup(doc, "method.name")
+    items = [] if not overrides or isinstance(overrides, dict) else list(overrides)
+    for item in items:
+        if item.partition("=")[0].strip() == "method.name":
+            name = _lookup(parse_overrides([item]), "method.name")
+    if isinstance(overrides, dict):
+        name = _lookup(overrides, "method.name") or name
+    schema = OmegaConf.structured(Config)
+    if name is None or name not in method_names():  # the default, or an unknown name the check reports
+        return schema
+    return _merge(schema, get_method(name).defaults, f"defaults of method {name!r}")
 
 
 def _check(cfg: DictConfig, source: str, overridden: dict[str, str] | None = None) -> None:
@@ -326,7 +384,8 @@ def load_config(preset: str | Path, overrides: list[str] | dict | None = None) -
     until the caller checks it with :func:`require`.
     """
     path = resolve_preset(preset)
-    cfg = _merge(OmegaConf.structured(Config), _read_yaml(path), str(path))
+    doc = _read_yaml(path)
+    cfg = _merge(_method_schema(doc, overrides), doc, str(path))
     _check(cfg, str(path))
     items = [] if not overrides or isinstance(overrides, dict) else list(overrides)
     if isinstance(overrides, dict):

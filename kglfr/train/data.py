@@ -11,9 +11,9 @@ import itertools
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -22,12 +22,19 @@ from kglfr.data.records import TRAIN, Modality
 from kglfr.data.sampler import IdentitySampler
 from kglfr.data.store import Store
 from kglfr.data.transforms import TrainTransform, store_batch_to_tensor
+from kglfr.data.views import ALL_IMAGES, View
 from kglfr.errors import KglfrError
 from kglfr.keypoints.cache import KeypointCache
 
 STREAM_TRANSFORM = 11
 STREAM_ERASING = 12
 STREAM_KEYPOINT = 13
+STREAM_VIEW = 14  # the augmentation of view i draws from stream STREAM_VIEW * 100 + i
+
+
+def view_stream(stream: int, view: int) -> int:
+    """The random stream of ``view`` (view 0 keeps ``stream`` itself, so a one-view batch draws as before)."""
+    return stream if view == 0 else stream * 100 + view
 
 
 def step_generator(
@@ -44,6 +51,9 @@ def step_generator(
 
 @dataclass
 class Batch:
+    """A training batch: its views one after the other (``view``: each row's view index). ``to`` and
+    ``pin_memory`` move every tensor it holds."""
+
     images: torch.Tensor  # B x 3 x H x W, normalised float
     labels: torch.Tensor  # B, 0..num_classes-1
     pids: torch.Tensor  # B, the dataset's identities
@@ -52,29 +62,26 @@ class Batch:
     parts: torch.Tensor | None  # B x 11 x 2, in transformed-image pixels
     part_valid: torch.Tensor | None  # B x 11 bool
     step: int
+    view: torch.Tensor | None = None  # B, index into the method's views
+
+    def _map(self, fn) -> Batch:
+        moved = {f.name: fn(v) for f in fields(self) if isinstance(v := getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
 
     def pin_memory(self) -> Batch:
         """The batch in page-locked host memory, so that ``to(cuda)`` copies asynchronously."""
-
-        def pin(t):
-            return None if t is None else t.pin_memory()
-
-        return Batch(pin(self.images), pin(self.labels), pin(self.pids), pin(self.modalities), pin(self.heatmaps),
-                     pin(self.parts), pin(self.part_valid), self.step)  # fmt: skip
+        return self._map(lambda t: t.pin_memory())
 
     def to(self, device: torch.device) -> Batch:
-        def move(t):
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Batch(move(self.images), move(self.labels), move(self.pids), move(self.modalities),
-                     move(self.heatmaps), move(self.parts), move(self.part_valid), self.step)  # fmt: skip
+        return self._map(lambda t: t.to(device, non_blocking=True))
 
 
 class TrainData:
-    """The training split of a store (and its keypoint cache), as batches of P x (K vis + K ir).
+    """The training split of a store (and its keypoint cache), as batches of the ``views`` of P x (K vis + K ir)
+    drawn images (default: one view of all of them).
 
-    ``cache`` may be None when neither KEGFR nor KMLFR is used. ``heatmap_size``: the model's layer4
-    size, at which the transform samples the KMLFR heatmaps.
+    ``cache`` may be None when no keypoints are used. ``heatmap_size``: the model's layer4 size, at which the
+    transform samples the KMLFR heatmaps.
     """
 
     def __init__(
@@ -93,8 +100,12 @@ class TrainData:
         rank: int = 0,
         world_size: int = 1,
         iters_per_epoch: int | None = None,
+        views: Sequence[View] = (ALL_IMAGES,),
     ) -> None:
         self.store, self.cache, self.seed, self.rank = store, cache, seed, rank
+        self.views = tuple(views)
+        if not self.views:
+            raise KglfrError("a training batch needs at least one view")
         self.indices = store.indices(TRAIN, trial)
         if not len(self.indices):
             raise KglfrError(f"store {store.path} has no training images (trial {trial})")
@@ -110,6 +121,12 @@ class TrainData:
         self.transform = TrainTransform(size, pad=pad, flip_prob=flip_prob, heatmap_size=heatmap_size)
 
     @property
+    def batch_size(self) -> int:
+        """Images in one batch of this process: the views' images (the one place that counts them)."""
+        drawn = self.sampler.num_ids * self.sampler.k
+        return sum(2 * drawn if v.modality is None else drawn for v in self.views)
+
+    @property
     def num_classes(self) -> int:
         return len(self.label_pids)
 
@@ -117,30 +134,38 @@ class TrainData:
         return len(self.sampler)
 
     def make_batch(self, local: list[int], epoch: int, step: int) -> Batch:
-        """Read and transform one batch (``local``: indices into the training split)."""
-        rows = self.indices[np.asarray(local)]
+        """Read one batch (``local``: indices into the training split) and make its views."""
+        local_a = np.asarray(local)
+        rows = self.indices[local_a]
         images = store_batch_to_tensor(self.store.read_batch(rows))
-        gen = step_generator(self.seed, epoch, step, STREAM_TRANSFORM, rank=self.rank)
-        kp = None
-        if self.cache is not None:
-            kp = self.cache.read_batch(rows)
-        out = self.transform(
-            images,
-            heatmaps=None if kp is None else torch.from_numpy(kp["heatmaps"]),
-            parts=None if kp is None else torch.from_numpy(kp["parts"]),
-            part_valid=None if kp is None else torch.from_numpy(kp["part_valid"]),
-            generator=gen,
-        )
-        return Batch(
-            images=out["images"],
-            labels=torch.from_numpy(self.labels[local]),
-            pids=torch.from_numpy(self.store.pids[rows]),
-            modalities=torch.from_numpy(self.modalities[local]),
-            heatmaps=out["heatmaps"],
-            parts=out["parts"],
-            part_valid=out["part_valid"],
-            step=step,
-        )
+        kp = None if self.cache is None else {k: torch.from_numpy(v) for k, v in self.cache.read_batch(rows).items()}
+        labels, pids = torch.from_numpy(self.labels[local_a]), torch.from_numpy(self.store.pids[rows])
+        modalities = torch.from_numpy(self.modalities[local_a])
+        views = []
+        for i, view in enumerate(self.views):
+            sel = view.rows(self.modalities[local_a])
+            views.append(self._make_view(i, view, sel, images, kp, (labels, pids, modalities), epoch, step))
+        if len(views) == 1:
+            return replace(views[0], step=step)
+        return Batch(*(None if vals[0] is None else torch.cat(vals) for vals in _columns(views, 7)), step=step,
+                     view=torch.cat([v.view for v in views]))  # fmt: skip
+
+    def _make_view(self, i: int, view: View, sel: np.ndarray | None, images: torch.Tensor, kp: dict | None,
+                   meta: tuple, epoch: int, step: int) -> Batch:  # fmt: skip
+        """View ``i``: the drawn images at ``sel`` (None: all), transformed with the view's own draws."""
+
+        def pick(t):
+            return t if t is None or sel is None else t[torch.from_numpy(sel)]
+
+        gen = step_generator(self.seed, epoch, step, view_stream(STREAM_TRANSFORM, i), rank=self.rank)
+        out = self.transform(pick(images), heatmaps=pick(kp and kp["heatmaps"]), parts=pick(kp and kp["parts"]),
+                             part_valid=pick(kp and kp["part_valid"]), generator=gen)  # fmt: skip
+        x = out["images"]
+        if view.augment is not None:
+            x = view.augment(x, step_generator(self.seed, epoch, step, view_stream(STREAM_VIEW, i), rank=self.rank))
+        labels, pids, modalities = (pick(t) for t in meta)
+        return Batch(x, labels, pids, modalities, out["heatmaps"], out["parts"], out["part_valid"], step,
+                     view=torch.full((len(labels),), i, dtype=torch.int64))  # fmt: skip
 
     def epoch(self, epoch: int, start_step: int = 0, prefetch: int = 2, pin: bool = False,
               workers: int = 1) -> Iterator[Batch]:  # fmt: skip
@@ -211,6 +236,12 @@ class TrainData:
             finally:
                 for f in pending:
                     f.cancel()
+
+
+def _columns(batches: list[Batch], n: int) -> list[list]:
+    """The first ``n`` fields of each batch, field by field."""
+    names = [f.name for f in fields(Batch)][:n]
+    return [[getattr(b, name) for b in batches] for name in names]
 
 
 def modality_counts(store: Store, indices: np.ndarray) -> dict[str, int]:

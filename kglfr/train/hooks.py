@@ -100,7 +100,7 @@ class MetricsHook(HookBase):
             return
         means = {k: v for k, v in trainer.history[-1].items() if k not in ("epoch", "seconds")}
         seconds = trainer.seconds
-        rate = trainer.meter.steps * trainer.data.sampler.batch_size * trainer.rt.world_size / max(seconds, 1e-9)
+        rate = trainer.meter.steps * trainer.data.batch_size * trainer.rt.world_size / max(seconds, 1e-9)
         self.metrics.write({"type": "epoch", "epoch": trainer.epoch, **{k: round(v, 5) for k, v in means.items()},
                             "lr": trainer.optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
                             "images_per_s": round(rate, 1)}, trainer.epoch)  # fmt: skip

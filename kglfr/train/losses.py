@@ -3,6 +3,7 @@
 - ``batch_hard_triplet``: eqs. 2 and 5, the hardest-positive / hardest-negative triplet on Euclidean
   distances, averaged over anchors (margin 0.3 on the global feature, 0.01 on the local one).
 - ``weighted_regularized_triplet``: AGW's WRT (softmax-weighted positives and negatives, soft margin).
+- ``adp_triplet``: CAJ's ADP triplet (WRT with a sharpness ``alpha`` and a squared, clamped difference).
 - ``cross_entropy``: the ID loss, with optional label smoothing.
 - ``keypoint_mask`` / ``masked_local_features`` / ``draw_keypoint``: eqs. 3 and 4 of KMLFR.
 
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "adp_triplet",
+    "adp_softmax_weights",
     "batch_hard_triplet",
     "cross_entropy",
     "draw_keypoint",
@@ -124,6 +127,43 @@ def weighted_regularized_triplet(features: Tensor, labels: Tensor) -> tuple[Tens
     valid = diff.any(1)
     loss = _masked_mean(F.softplus(furthest - closest), valid)
     return loss, _stats(furthest, closest, valid)
+
+
+ADP_CLAMP = 88.0  # CAJ clamps the squared difference here (exp(88) is near float32's largest value)
+
+
+def adp_softmax_weights(values: Tensor, mask: Tensor) -> Tensor:
+    """CAJ's ``softmax_weights``: ``exp(v - max) * mask / (sum(exp(v - max) * mask) + 1e-6)`` per row, the max
+    taken over ``values * mask`` (so masked entries count as 0). The published ``+1e-6`` keeps a row whose
+    entries all underflow (negatives far apart) at weight 0 instead of 0/0."""
+    m = mask.to(values.dtype)
+    diff = values - (values * m).amax(1, keepdim=True)
+    e = torch.exp(diff) * m
+    return e / (e.sum(1, keepdim=True) + 1e-6)
+
+
+def adp_triplet(features: Tensor, labels: Tensor, alpha: float = 1.0, gamma: float = 1.0, square: bool = True,
+                normalize: bool = False) -> tuple[Tensor, dict[str, Tensor]]:  # fmt: skip
+    """CAJ's ADP triplet (``TripletLoss_ADP``). ``furthest = sum_p w_p d_ap`` with ``w = adp_softmax(alpha *
+    d_ap)`` over the positives (the anchor included), ``closest = sum_n w_n d_an`` with ``w = adp_softmax(
+    -alpha * d_an)`` over the negatives. ``square``: ``x = min(gamma (furthest - closest)^2, 88)`` and the
+    soft margin ``log(1 + exp(y x))`` with y = +1 where ``furthest > closest``, else -1 (no gradient once
+    the clamp holds); otherwise ``softplus(gamma (furthest - closest))``. Mean over anchors.
+    ``normalize``: L2-normalise the features first (distances <= 2: the clamp never holds)."""
+    _check_pair(features, labels)
+    x = F.normalize(features, dim=1) if normalize else features
+    dist = pairwise_distance(x)
+    same, diff = _masks(labels)
+    d_ap, d_an = dist * same.to(dist.dtype), dist * diff.to(dist.dtype)
+    furthest = (d_ap * adp_softmax_weights(d_ap * alpha, same)).sum(1)
+    closest = (d_an * adp_softmax_weights(-d_an * alpha, diff)).sum(1)
+    if square:
+        gap = torch.clamp_max((furthest - closest).pow(2) * gamma, ADP_CLAMP)
+        sign = torch.where(furthest > closest, 1.0, -1.0).to(gap.dtype)
+        loss = F.softplus(sign * gap).mean()
+    else:
+        loss = F.softplus(gamma * (furthest - closest)).mean()
+    return loss, _stats(furthest, closest, torch.ones_like(furthest, dtype=torch.bool))
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:

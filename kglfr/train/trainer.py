@@ -1,12 +1,12 @@
 """The training engine of KGLFR-Net (and of the Table 2 ablations), in plain PyTorch.
 
-One step, as the paper describes it (one forward pass per step)::
+One step (one forward pass), the training method (``kglfr.train.methods``, ``method.name``) filling in
+its parts::
 
-    batch = P identities x (K visible + K infrared), jointly transformed with their keypoints
-    images = erase(batch)              # KEGFR (keypoint centres), Random Erasing, or nothing
-    out = model(images, modalities)    # pooled global feature, BN feature, logits, layer4 map
-    loss = CE(logits) + w_g * triplet(global, margin 0.3)
-         + w_l * triplet(mean(mask_c * layer4 map), margin 0.01)   # KMLFR, keypoint c drawn per step
+    batch = the method's views of P identities x (K visible + K infrared), transformed with their keypoints
+    images, extra = method.prepare(batch)    # KGLFR: KEGFR erasing and the step's KMLFR keypoint
+    out = model(images, modalities)          # pooled global feature, BN feature, logits, layer4 map
+    losses = method.losses(out, batch, extra)   # KGLFR: CE + 0.5 triplet(global) + 0.5 triplet(local)
 
 :class:`Trainer` owns the model, optimiser, data and runtime and takes one step with
 :meth:`Trainer.run_step`; :meth:`Trainer.fit` is the loop, which calls hooks (``kglfr.train.hooks``)
@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,8 +38,7 @@ from kglfr.model.agw import AGWNet
 from kglfr.runtime import set_threads
 from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state
-from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, modality_counts, step_generator
-from kglfr.train.erasing import keypoint_erasing, random_erasing
+from kglfr.train.data import Batch, TrainData, modality_counts, step_generator
 from kglfr.train.hooks import (
     CheckpointHook,
     EvalHook,
@@ -51,13 +50,7 @@ from kglfr.train.hooks import (
     StopAfterSteps,
     StopTraining,
 )
-from kglfr.train.losses import (
-    batch_hard_triplet,
-    cross_entropy,
-    keypoint_mask,
-    masked_local_features,
-    weighted_regularized_triplet,
-)
+from kglfr.train.methods import Losses, Method, get_method
 from kglfr.train.report import best_on_test_set, format_tables, write_report
 from kglfr.train.run_folder import (
     CHECKPOINT,
@@ -76,7 +69,7 @@ from kglfr.train.runtime import Runtime, resolve_runtime, stop_on_signals
 log = logging.getLogger(__name__)
 
 __all__ = ["CHECKPOINT", "CONFIG", "Interrupted", "Losses", "Runtime", "TrainResult", "Trainer", "TrainingError",
-           "check_resume", "compute_losses", "erase", "is_run", "lr_factor", "resolve_runtime",
+           "check_resume", "is_run", "lr_factor", "resolve_runtime",
            "stop_on_signals", "StopAfterSteps", "train"]  # fmt: skip
 
 
@@ -92,63 +85,15 @@ def lr_factor(epoch: int, milestones: list[int], gamma: float, warmup_epochs: in
     return f
 
 
-@dataclass
-class Losses:
-    """The loss to back-propagate and its detached parts (0-d tensors on the device, not yet read back)."""
-
-    total: torch.Tensor
-    parts: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def compute_losses(out: dict[str, torch.Tensor], batch: Batch, cfg: DictConfig, keypoint: int | None) -> Losses:
-    """The total loss of one step (eq. 6) and its detached parts, from the model's training outputs."""
-    L = cfg.loss
-    labels = batch.labels
-    logits = out["logits"].float()
-    loss_id = cross_entropy(logits, labels, L.label_smoothing)
-    glob = out["global"].float()
-    if L.triplet == "wrt":
-        loss_g, stats = weighted_regularized_triplet(glob, labels)
-    else:
-        loss_g, stats = batch_hard_triplet(glob, labels, L.global_margin)
-    total = L.id_weight * loss_id + L.global_weight * loss_g
-    parts = {"id": loss_id.detach(), "triplet": loss_g.detach(), "acc": (logits.argmax(1) == labels).float().mean()}
-    if L.kmlfr:
-        fmap = out["feature_map"].float()
-        mask = keypoint_mask(batch.heatmaps, keypoint)
-        local = masked_local_features(fmap, mask)
-        loss_l, _ = batch_hard_triplet(local, labels, L.local_margin)
-        total = total + L.local_weight * loss_l
-        parts["local"] = loss_l.detach()
-    parts["loss"] = total.detach()
-    return Losses(total, parts)
-
-
-def erase(images: torch.Tensor, batch: Batch, cfg: DictConfig, generator: torch.Generator) -> torch.Tensor:
-    """KEGFR or Random Erasing on the (normalised) batch, as the config asks; fill 0 = the channel mean."""
-    A = cfg.augment
-    area, ratio = (A.area_min, A.area_max), (A.ratio_min, 1.0 / A.ratio_min)
-    if A.erasing == "keypoint":
-        images, _ = keypoint_erasing(images, batch.pids, batch.parts, batch.part_valid, generator,
-                                     prob=A.erasing_prob, area=area, ratio=ratio)  # fmt: skip
-    elif A.erasing == "random":
-        images, _ = random_erasing(images, generator, prob=A.erasing_prob, area=area, ratio=ratio)
-    return images
-
-
-def needs_keypoints(cfg: DictConfig) -> bool:
-    return cfg.augment.erasing == "keypoint" or bool(cfg.loss.kmlfr)
-
-
-def open_data(cfg: DictConfig) -> tuple[Store, KeypointCache | None]:
+def open_data(cfg: DictConfig, method: Method) -> tuple[Store, KeypointCache | None]:
     store = Store.open(cfg.data.store)
     cache = None
-    if needs_keypoints(cfg):
+    if method.needs_keypoints(cfg):
         try:
             cache = KeypointCache.open(store, backend=cfg.data.keypoints, verify=False)
         except KglfrError as e:
-            raise KglfrError(f"this config uses keypoints (augment.erasing={cfg.augment.erasing}, "
-                             f"loss.kmlfr={cfg.loss.kmlfr}): {e}") from None  # fmt: skip
+            raise KglfrError(f"this config uses keypoints (method.name={cfg.method.name}, augment.erasing="
+                             f"{cfg.augment.erasing}, loss.kmlfr={cfg.loss.kmlfr}): {e}") from None  # fmt: skip
     return store, cache
 
 
@@ -156,7 +101,7 @@ def build_model(cfg: DictConfig, num_classes: int, pretrained: str | None = None
     """The config's model; ``pretrained`` overrides ``model.pretrained`` (``"none"`` when resuming)."""
     M = cfg.model
     return registry.build_model(M.arch, num_classes, last_stride=M.last_stride, non_local=M.non_local,
-                                nl_reduction=M.nl_reduction, gem_p=M.gem_p,
+                                nl_reduction=M.nl_reduction, nl_width=M.nl_width, gem_p=M.gem_p,
                                 pretrained=M.pretrained if pretrained is None else pretrained)  # fmt: skip
 
 
@@ -229,7 +174,8 @@ class Trainer:
         self.cfg, self.rt = cfg, runtime or resolve_runtime(cfg)
         self.seed = int(cfg.train.seed)
         torch.manual_seed(self.seed)
-        self.store, self.cache = open_data(cfg)
+        self.method = get_method(cfg.method.name)
+        self.store, self.cache = open_data(cfg, self.method)
         self.size = (int(cfg.data.height), int(cfg.data.width))
         self.data = self._make_data()
         self.protocols = check_protocols(self.store.dataset, cfg.eval.protocols)
@@ -263,7 +209,8 @@ class Trainer:
         d, rt = self.cfg.data, self.rt
         return TrainData(self.store, self.cache, trial=d.trial, size=self.size, pad=d.pad, flip_prob=d.flip_prob,
                          ids_per_batch=d.ids_per_batch, per_modality=d.per_modality, seed=self.seed, rank=rt.rank,
-                         world_size=rt.world_size, iters_per_epoch=self.cfg.train.iters_per_epoch)  # fmt: skip
+                         world_size=rt.world_size, iters_per_epoch=self.cfg.train.iters_per_epoch,
+                         views=self.method.views(self.cfg))  # fmt: skip
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         opt = self.cfg.optim
@@ -301,27 +248,27 @@ class Trainer:
         """The random stream ``stream`` of ``step`` of the current epoch, on this process's rank."""
         return step_generator(self.seed, self.epoch, step, stream, device, rank=self.rt.rank)
 
-    def prepare(self, batch: Batch) -> tuple[Batch, torch.Tensor, int | None]:
-        """The batch on the device, its (erased, memory-formatted) images and the KMLFR keypoint of the step."""
-        cfg, rt = self.cfg, self.rt
+    def prepare(self, batch: Batch) -> tuple[Batch, torch.Tensor, dict]:
+        """The batch on the device, its images after the method's hook (memory-formatted) and what the
+        method's losses need besides."""
+        rt = self.rt
         b = batch.to(rt.device)
-        images = b.images
-        if cfg.augment.erasing != "none":
-            images = erase(images, b, cfg, self.generator(b.step, STREAM_ERASING, rt.device))
+
+        def streams(stream: int, device: str | torch.device = "cpu") -> torch.Generator:
+            return self.generator(b.step, stream, device)
+
+        images, extra = self.method.prepare(b.images, b, self.cfg, streams)
         if rt.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        keypoint = None
-        if cfg.loss.kmlfr:
-            keypoint = int(torch.randint(0, 13, (1,), generator=self.generator(b.step, STREAM_KEYPOINT)))
-        return b, images, keypoint
+        return b, images, extra
 
     def run_step(self, batch: Batch) -> Losses:
         """One optimisation step on ``batch``; the losses stay on the device (summed in :attr:`meter`)."""
-        b, images, keypoint = self.prepare(batch)
+        b, images, extra = self.prepare(batch)
         dtype = self.rt.amp_dtype
         with torch.autocast(self.rt.device.type, dtype=dtype, enabled=dtype is not None):
             out = self.forward(images, b.modalities)
-        losses = compute_losses(out, b, self.cfg, keypoint)
+        losses = self.method.losses(out, b, self.cfg, extra)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.total).backward()
         self.scaler.step(self.optimizer)
@@ -375,7 +322,7 @@ class Trainer:
         return means
 
     def images_per_s(self) -> float:
-        n = self.meter.steps * self.data.sampler.batch_size * self.rt.world_size
+        n = self.meter.steps * self.data.batch_size * self.rt.world_size
         return n / max(time.perf_counter() - self.t0, 1e-9)
 
     def loader_options(self) -> dict:
@@ -499,7 +446,7 @@ def _log_plan(trainer: Trainer) -> None:
     data = trainer.data
     counts = ", ".join(f"{k} {v}" for k, v in modality_counts(trainer.store, data.indices).items())
     log.info("%d training identities, %d images (%s), %d steps an epoch of %d images, %d epochs",
-             data.num_classes, len(data.indices), counts, len(data), data.sampler.batch_size,
+             data.num_classes, len(data.indices), counts, len(data), data.batch_size,
              int(trainer.cfg.train.epochs))  # fmt: skip
 
 

@@ -18,7 +18,7 @@ def main(store: str, out: str, overrides: list[str]) -> None:
     cfg = C.load_config("sysu/kglfr", [f"data.store={store}", *overrides, "train.device=cpu"])
     trainer = Trainer(cfg)
     trainer.begin_epoch(0)
-    local = list(range(len(trainer.data.labels)))[: trainer.data.sampler.batch_size]
+    local = list(range(len(trainer.data.labels)))[: trainer.data.batch_size]
     batch = trainer.data.make_batch(local, 0, 0)  # the same images on both ranks
     batch.images = torch.ones_like(batch.images)
     _, images, _ = trainer.prepare(batch)

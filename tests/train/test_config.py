@@ -75,7 +75,7 @@ def test_unknown_key_in_a_file_and_unknown_preset(tmp_path):
     bad.write_text("_base_: " + str(C.PRESET_DIR / "sysu" / "kglfr.yaml") + "\nloss:\n  kmlfr_weight: 0.5\n")
     with pytest.raises(C.ConfigError, match="unknown config key 'loss.kmlfr_weight'"):
         C.load_config(bad)
-    with pytest.raises(C.ConfigError, match="presets: demo, llcm/kglfr, regdb/kglfr, sysu/baseline"):
+    with pytest.raises(C.ConfigError, match="presets: demo, demo_caj, llcm/agw, llcm/caj, llcm/kglfr"):
         C.load_config("sysu/kglrf")
     with pytest.raises(C.ConfigError, match="data.store is not set"):
         C.require(C.load_config("sysu/kglfr"), "data.store")
@@ -83,7 +83,9 @@ def test_unknown_key_in_a_file_and_unknown_preset(tmp_path):
 
 def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_defaults():
     """Only model.pretrained changed meaning: null (hub cache, else random) became imagenet or, for the
-    demo, none (its setting when the hub cache is empty); random_erasing_w05 and optim.scale_lr are new."""
+    demo, none (its setting when the hub cache is empty); random_erasing_w05 and optim.scale_lr are new.
+    Issue 26 added method.name, model.nl_width, loss.adp_*, augment.channel_erasing_prob / grey_prob (in the
+    file with their defaults) and the method presets (agw, caj, kglfr_caj per dataset, demo_caj)."""
     expected = {p: v for p, v in RESOLVED.items() if p != "base"}  # base.yaml became the schema
     expected["sysu/random_erasing_w05"] = json.loads(json.dumps(expected["sysu/random_erasing"]))
     expected["sysu/random_erasing_w05"]["loss"]["global_weight"] = 0.5
@@ -93,7 +95,7 @@ def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_d
         got = C.to_dict(C.load_config(preset))
         assert got["optim"].pop("scale_lr") is False, preset  # a key added since, off by default
         assert got["train"].pop("compile") == "off", preset  # a key added since, off by default
-        assert got["model"].pop("pretrained") == ("none" if preset == "demo" else "imagenet"), preset
+        assert got["model"].pop("pretrained") == ("none" if preset.startswith("demo") else "imagenet"), preset
         assert got == values, (preset, C.diff(got, values))
 
 
