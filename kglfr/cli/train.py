@@ -15,11 +15,15 @@ EXAMPLES = """
   kglfr train --config sysu/baseline --out runs/sysu-base data.store=stores/sysu train.seed=1
   kglfr train --config regdb/kglfr --out runs/regdb data.store=stores/regdb --trial all   # runs/regdb/trial1..10
   kglfr train --config demo --out runs/mine data.store=runs/demo/store train.epochs=5
+  kglfr train --config sysu/caj --out runs/sysu-caj data.store=stores/sysu    # CAJ; also sysu/agw, sysu/kglfr_caj
+  kglfr train --config demo_caj --out runs/demo-caj data.store=runs/demo/store   # CAJ at demo size, random init
+  kglfr train --config demo --out runs/demo-agw data.store=runs/demo/store method.name=agw   # another method
   kglfr train --resume runs/sysu-kglfr                  # continue an interrupted run where it stopped
   torchrun --nproc_per_node 2 -m kglfr train --config sysu/kglfr --out runs/ddp data.store=stores/sysu
 
 Presets: demo, sysu/{baseline,kmlfr,random_erasing,kegfr,kglfr} (the five rows of the paper's Table 2),
-regdb/kglfr, llcm/kglfr; or a YAML file of your own ('_base_: PRESET.yaml' inherits). Every key of the
+{sysu,regdb,llcm}/{agw,caj,kglfr,kglfr_caj} (the methods, method.name), demo_caj; or a YAML file of your
+own ('_base_: [sysu/caj, mine.yaml]' inherits from preset names or files, in order). Every key of the
 schema can be overridden as section.key=value (data.store, model.arch, model.pretrained, train.epochs,
 train.seed, ...); an unknown key is an error naming the closest ones. The run folder keeps config.yaml
 (resolved), checkpoint.pt (every epoch), metrics.jsonl, train.log, results/ and report.md.
