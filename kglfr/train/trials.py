@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from kglfr.errors import KglfrError
 from kglfr.eval.aggregate import combine_trials, describe_trials
 from kglfr.eval.metrics import METRIC_KEYS
+from kglfr.eval.published import published
 from kglfr.eval.report import COLUMN_NAMES, result_to_dict
 from kglfr.io import write_atomic, write_json_atomic
 from kglfr.train import config as C
@@ -25,7 +26,7 @@ PLAN = "trials.json"
 RESULT = "RESULT.json"
 REPORT = "report.md"
 # The KGLFR paper's RegDB figures (BN feature, mean over the ten trials), beside ours in the report.
-PAPER = {"regdb-v2i": {"rank1": 91.94, "mAP": 88.13}, "regdb-i2v": {"rank1": 90.83, "mAP": 86.77}}
+PAPER = {p: {k: published("kglfr", p)[k] for k in ("rank1", "mAP")} for p in ("regdb-v2i", "regdb-i2v")}
 PAPER_SOURCE = "KGLFR paper, RegDB, mean over 10 trials"
 
 

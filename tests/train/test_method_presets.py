@@ -58,6 +58,10 @@ def test_each_method_preset_trains_one_step_on_its_dataset(preset, stores):
     views = 3 if "caj" in method else 1  # CAJ: visible, visible channel-exchanged, infrared
     assert len(trainer.data.views) == views and len(batch.labels) == 3 * 2 * (2 if views == 1 else 3)  # P=3, K=2
     assert ("local" in losses.parts) == method.startswith("kglfr")
+    if views == 3:  # the exchanged view shows one channel in all three; labels repeat per visible view
+        exchanged = batch.images[batch.view == 1]
+        assert torch.equal(exchanged[:, 0], exchanged[:, 1]) and torch.equal(exchanged[:, 1], exchanged[:, 2])
+        assert torch.equal(batch.labels[batch.view == 0], batch.labels[batch.view == 1])
 
 
 # The demo preset's first three steps (TINY_TRAIN, lr 1e-4, fp32) on that store, recorded on an Intel Xeon
