@@ -51,10 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from kglfr.errors import KglfrError
     from kglfr.io import folder_lock
+    from kglfr.train.run_folder import Interrupted
 
     try:
         with folder_lock(Path(args.out), "comparison folder"):
             return _compare(args)
+    except Interrupted as e:
+        out = Interrupted(f"{e}; or run this kglfr compare command again: it continues that run and keeps the "
+                          "finished ones")  # fmt: skip
+        out.exit_code = e.exit_code
+        raise out from None
     except KglfrError as e:
         raise as_flags(e, FLAGS) from None
 

@@ -4,6 +4,7 @@ figures, and end to end on a tiny store: resume by finished run, a failed run re
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from layouts import synthetic_store
@@ -12,6 +13,7 @@ from kglfr.cli import main
 from kglfr.errors import KglfrError
 from kglfr.eval.published import published
 from kglfr.train.compare import (
+    RUN_MARK,
     Outcome,
     aggregate,
     compare_payload,
@@ -117,7 +119,7 @@ def test_format_seconds():
                                                                         "1 h 02 min"]  # fmt: skip
 
 
-def test_compare_trains_every_method_and_seed_then_a_rerun_only_prints_the_table(store, tmp_path, capsys):
+def test_compare_trains_every_method_and_seed_then_a_rerun_only_prints_the_table(store, tmp_path, capsys, caplog):
     out = tmp_path / "cmp"
     argv = ["compare", "--store", str(store), "--out", str(out), "--methods", "baseline,kglfr", "--seeds", "2",
             "--base", "demo", "--no-progress", *TINY]  # fmt: skip
@@ -137,6 +139,13 @@ def test_compare_trains_every_method_and_seed_then_a_rerun_only_prints_the_table
     again = capsys.readouterr().out
     assert ": training sysu/" not in again and "4 of 4 runs finished earlier" in again
     assert (out / "compare.md").read_text() == md and md in again
+
+    caplog.set_level(logging.INFO, logger="kglfr.train.trainer")
+    (out / "baseline-seed1" / RUN_MARK).unlink()  # as if stopped after its last checkpoint, before its mark
+    assert main(argv) == 0
+    third = capsys.readouterr().out
+    assert third.count(": training sysu/") == 1 and "[2/4] baseline seed 1: done in" in third
+    assert "resuming" in caplog.text and "3 of 4 runs finished earlier" in third
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(store, tmp_path, capsys):
