@@ -161,19 +161,25 @@ def _resumable(run: PlannedRun) -> bool:
     return not C.diff(C.to_dict(saved), C.to_dict(run.cfg))
 
 
-def run_one(run: PlannedRun, data: dict, protocol: str, progress: bool = False) -> Outcome:
-    """Train ``run`` (or keep it when it finished with its config on ``data``'s store) and read its result;
-    a failure other than an interruption becomes a ``failed`` outcome."""
+def kept_outcome(run: PlannedRun, data: dict, protocol: str) -> Outcome | None:
+    """The outcome of ``run`` when it finished earlier with its config on ``data``'s store, else None."""
+    summary = finished_run(run.folder, run.cfg, data, protocol, RUN_MARK)
+    if summary is None:
+        return None
+    out = Outcome(run.method, run.seed, run.preset, str(run.folder), "kept")
+    out.seconds = json.loads((run.folder / RUN_MARK).read_text()).get("seconds")
+    out.metrics, out.chance_rank1 = headline(summary, protocol)
+    return out
+
+
+def train_one(run: PlannedRun, data: dict, protocol: str, progress: bool = False) -> Outcome:
+    """Train ``run`` (from its checkpoint when it stopped part-way with this config, else afresh) and read
+    its result; a failure other than an interruption becomes a ``failed`` outcome."""
     from kglfr.io import write_json_atomic
     from kglfr.train.run_folder import Interrupted
     from kglfr.train.trainer import train
 
-    out = Outcome(run.method, run.seed, run.preset, str(run.folder), "kept")
-    summary = finished_run(run.folder, run.cfg, data, protocol, RUN_MARK)
-    if summary is not None:
-        out.seconds = json.loads((run.folder / RUN_MARK).read_text()).get("seconds")
-        out.metrics, out.chance_rank1 = headline(summary, protocol)
-        return out
+    out = Outcome(run.method, run.seed, run.preset, str(run.folder), "trained")
     resume = _resumable(run)
     if not resume:
         fresh_folder(run.folder)
@@ -186,11 +192,10 @@ def run_one(run: PlannedRun, data: dict, protocol: str, progress: bool = False) 
     except Exception as e:  # one run's failure must not stop the others: report it, go on
         log.debug("run %s failed", run.folder, exc_info=True)
         out.state, out.reason = "failed", describe_error(e)
-        out.seconds = time.perf_counter() - start
-        return out
-    out.state, out.seconds = "trained", time.perf_counter() - start
-    mark = {**data, "method": run.method, "preset": run.preset, "seed": run.seed, "seconds": out.seconds}
-    write_json_atomic(run.folder / RUN_MARK, mark, indent=2)
+    out.seconds = time.perf_counter() - start
+    if out.state == "trained":
+        mark = {**data, "method": run.method, "preset": run.preset, "seed": run.seed, "seconds": out.seconds}
+        write_json_atomic(run.folder / RUN_MARK, mark, indent=2)
     return out
 
 
@@ -199,16 +204,18 @@ Notify = Callable[[int, int, PlannedRun, "Outcome | None"], None]  # (i, N, run,
 
 def run_compare(plan: Sequence[PlannedRun], data: dict, protocol: str, progress: bool = False,
                 notify: Notify | None = None) -> list[Outcome]:  # fmt: skip
-    """Every planned run in turn (:func:`run_one`); ``notify`` is called before and after each run that
-    trains, not for the ones kept."""
+    """Every planned run in turn: kept when it finished earlier (:func:`kept_outcome`), else trained
+    (:func:`train_one`); ``notify`` is called before and after each run that trains."""
     outcomes = []
     for i, run in enumerate(plan, 1):
-        if notify is not None and finished_run(run.folder, run.cfg, data, protocol, RUN_MARK) is None:
-            notify(i, len(plan), run, None)
-            outcomes.append(run_one(run, data, protocol, progress))
-            notify(i, len(plan), run, outcomes[-1])
-        else:
-            outcomes.append(run_one(run, data, protocol, progress))
+        out = kept_outcome(run, data, protocol)
+        if out is None:
+            if notify is not None:
+                notify(i, len(plan), run, None)
+            out = train_one(run, data, protocol, progress)
+            if notify is not None:
+                notify(i, len(plan), run, out)
+        outcomes.append(out)
     return outcomes
 
 
