@@ -50,12 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kglfr.errors import KglfrError
-    from kglfr.io import folder_lock
     from kglfr.train.run_folder import Interrupted
 
     try:
-        with folder_lock(Path(args.out), "comparison folder"):
-            return _compare(args)
+        return _compare(args)
     except Interrupted as e:
         out = Interrupted(f"{e}; or run this kglfr compare command again: it continues that run and keeps the "
                           "finished ones")  # fmt: skip
@@ -70,6 +68,7 @@ def _compare(args: argparse.Namespace) -> int:
     from kglfr.errors import KglfrError
     from kglfr.eval.model_eval import default_protocols
     from kglfr.eval.protocols import PROTOCOLS
+    from kglfr.io import folder_lock
     from kglfr.train import compare as K
     from kglfr.train.multirun import store_identity
 
@@ -80,9 +79,9 @@ def _compare(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = list(range(args.seed, args.seed + args.seeds))
     plan = K.plan_compare(methods, seeds, store.dataset, store.path, args.out, args.base, args.overrides)
-    start = time.monotonic()
-    outcomes = K.run_compare(plan, store_identity(store.path), protocols[0], progress=not args.no_progress,
-                             notify=_progress_printer(start))  # fmt: skip
+    with folder_lock(Path(args.out), "comparison folder"):  # once every config resolved: a bad one writes nothing
+        outcomes = K.run_compare(plan, store_identity(store.path), protocols[0], progress=not args.no_progress,
+                                 notify=_progress_printer(time.monotonic()))  # fmt: skip
     kept = sum(o.state == "kept" for o in outcomes)
     if kept:
         print(f"{kept} of {len(outcomes)} runs finished earlier with these configs on this store: kept")

@@ -172,3 +172,12 @@ def test_a_failed_run_is_reported_and_the_others_finish(store, tmp_path, capsys)
     assert rows["baseline"]["seeds"] == [0] and rows["kglfr"]["seeds"] == []
     assert "keypoints" in rows["kglfr"]["failed"][0]["reason"]
     assert "| kglfr (seed 0) | failed: this config uses keypoints" in (out / "compare.md").read_text()
+
+
+def test_a_bad_method_or_override_is_one_line_and_nothing_is_written(store, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    for bad in (["--methods", "kglfr,nosuch"], ["--methods", "kglfr", "train.epochs=0"]):
+        assert main(["compare", "--store", str(store), "--out", str(out), *bad]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+        assert "--methods: 'nosuch' has no preset 'sysu/nosuch'" in err or "override 'train.epochs=0'" in err
