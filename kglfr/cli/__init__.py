@@ -21,6 +21,7 @@ COMMANDS = (
     "keypoints",
     "train",
     "ablation",
+    "compare",
     "evaluate",
     "extract",
     "search",

@@ -36,6 +36,8 @@ PUBLISHED: dict[tuple[str, str], dict] = {
 
 def published(method: str, protocol: str) -> dict | None:
     """``{"rank1", "mAP", "mINP", "source"}`` (percent; mINP None where unreported) of ``method`` under
-    ``protocol``, or None when no figure was published (``kglfr_caj`` never was)."""
+    ``protocol``, or None when no figure was published (``kglfr_caj`` never was). ``method`` may be a preset
+    name (``sysu/caj``): its last part is the method."""
+    method = method.rsplit("/", 1)[-1]
     fig = PUBLISHED.get((method, protocol))
     return None if fig is None else {**fig, "source": SOURCES[method]}

@@ -10,15 +10,13 @@ the same config on the same data is kept (:func:`finished_run`), so an interrupt
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from kglfr.errors import KglfrError
+from kglfr.train.multirun import finished_run, fresh_folder, mean_std, store_identity
 
 log = logging.getLogger(__name__)
 
@@ -70,37 +68,6 @@ def method_overrides(preset: str, reference: str = "sysu/kglfr") -> list[str]:
     return out
 
 
-def finished_run(run_dir: Path, cfg, data: dict, protocol: str = "sysu-all") -> dict | None:
-    """The summary of an ablation run that finished with this config on the same data (``data``: what
-    identifies it, as written in ``ABLATION_MARK``) and evaluated ``protocol``; None when it has to be
-    (re)trained."""
-    import yaml
-
-    from kglfr.train import config as C
-
-    try:
-        if json.loads((Path(run_dir) / ABLATION_MARK).read_text()) != data:
-            return None
-        saved = C.config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()), str(run_dir))
-        summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError, yaml.YAMLError, C.ConfigError):
-        return None
-    if C.diff(C.to_dict(saved), C.to_dict(cfg)) or summary.get("epoch") != int(cfg.train.epochs):
-        return None
-    return summary if protocol in summary.get("protocols", {}) else None
-
-
-def store_identity(store: str | Path) -> dict:
-    """What a store's runs depend on: its path and the sha256 of its manifest (rewritten by every prepare)."""
-    from kglfr.io import file_sha256
-
-    store = Path(store).expanduser().resolve()
-    manifest = store / "manifest.json"
-    if not manifest.is_file():
-        raise KglfrError(f"store {store} is not a prepared store (no manifest.json); run kglfr prepare first")
-    return {"store": str(store), "manifest_sha256": file_sha256(manifest)}
-
-
 def available_rows(controls: bool = True) -> list[Row]:
     """Table 2's rows, then the control rows whose preset exists (when ``controls``)."""
     from kglfr.train import config as C
@@ -148,11 +115,11 @@ def run_ablation(store: str | Path, out: str | Path, *, seeds: int = 1, seed: in
         for s in range(seed, seed + seeds):
             cfg = row_config(row, store, s, base, overrides)
             run_dir = Path(out) / f"{row.preset.split('/')[-1]}-seed{s}"
-            summary = finished_run(run_dir, cfg, data, protocol)
+            summary = finished_run(run_dir, cfg, data, protocol, ABLATION_MARK)
             if notify is not None:
                 notify(row, s, run_dir, summary is not None)
             if summary is None:
-                _fresh(run_dir)
+                fresh_folder(run_dir)
                 summary = train(cfg, run_dir, progress=progress).summary
                 write_json_atomic(run_dir / ABLATION_MARK, data, indent=2)
             by = summary["protocols"][protocol]
@@ -161,17 +128,6 @@ def run_ablation(store: str | Path, out: str | Path, *, seeds: int = 1, seed: in
             res.chance_rank1 = by["chance_rank1"]
         results.append(res)
     return results
-
-
-def _fresh(folder: Path) -> None:
-    import shutil
-
-    if folder.exists():
-        shutil.rmtree(folder)
-
-
-def _cell(v: list[float]) -> str:
-    return f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
 
 
 def ablation_table(results: Sequence[RowResult], seeds: int, caption: str, paper: bool = False) -> str:
@@ -185,8 +141,8 @@ def ablation_table(results: Sequence[RowResult], seeds: int, caption: str, paper
     for r in results:
         w = r.row
         idx = f"{w.idx} (control: triplet weight 0.5)" if w.control else str(w.idx)
-        line = (f"| {idx} | {mark[w.random_erasing]} | {mark[w.kegfr]} | {mark[w.kmlfr]} | {_cell(r.rank1)} | "
-                f"{_cell(r.mAP)} |")  # fmt: skip
+        line = (f"| {idx} | {mark[w.random_erasing]} | {mark[w.kegfr]} | {mark[w.kmlfr]} | {mean_std(r.rank1)} | "
+                f"{mean_std(r.mAP)} |")  # fmt: skip
         if paper:
             line += " – | – |" if w.paper is None else f" {w.paper[0]:.2f} | {w.paper[1]:.2f} |"
         lines.append(line)
