@@ -22,6 +22,7 @@ from kglfr.inference.failures import rank_queries
 from kglfr.report import write_compare_page
 from kglfr.train import config as C
 from kglfr.train.report_page import write_run_page
+from kglfr.train.run_folder import _foreign
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 NO_BROWSER = "no Chromium installed (apt-get install -y chromium; pip install playwright for the full check)"
@@ -153,6 +154,7 @@ def test_train_and_evaluate_leave_the_page(store, tmp_path, capsys):
             "eval.protocols=[sysu-all]", "eval.report_page=true"]  # fmt: skip
     assert main(args) == 0
     assert (run / "report.html").is_file() and (run / "report_files" / "curves.png").is_file()
+    assert _foreign(run) == []  # the page and its folder are a run's own files (--out, --resume accept them)
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(run), "--store", str(store.path), "--protocol", "sysu-all",
                  "--trials", "1", "--report", str(out)]) == 0  # fmt: skip
