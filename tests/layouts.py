@@ -84,10 +84,12 @@ def make_custom(root: Path, ids=range(1, 9)) -> Path:
     return root
 
 
-# Overrides that make any preset train in seconds on the CPU (resnet18 at 64x32, 3 ids x (2 + 2)).
+# Overrides that make any preset train in seconds on the CPU (resnet18 at 64x32, 3 ids x (2 + 2)); no report
+# page (tests/report draws it).
 TINY_TRAIN = (
     "model.arch=resnet18", "data.height=64", "data.width=32", "data.pad=2", "data.ids_per_batch=3",
     "data.per_modality=2", "eval.trials=2", "eval.batch_size=32", "train.tensorboard=false", "model.pretrained=none",
+    "eval.report_page=false",
 )  # fmt: skip
 
 

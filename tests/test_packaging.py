@@ -27,3 +27,6 @@ def test_every_yaml_under_configs_is_in_the_wheel(tmp_path):
     (wheel,) = out.glob("*.whl")
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     assert [p for p in presets if p not in in_wheel] == []
+    templates = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "kglfr" / "report" / "templates").iterdir())
+    assert "kglfr/report/templates/report.html.j2" in templates  # the report page's templates ship too
+    assert [p for p in templates if p not in in_wheel] == []

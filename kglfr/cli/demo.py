@@ -129,13 +129,17 @@ def _train_demo(args: argparse.Namespace, store: Path, out: Path, report: Path) 
     for name in ("report.md", "summary.json", "config.yaml"):
         shutil.copy2(run_dir / name, report / name)
     shutil.copy2(run_dir / "results" / "sysu-all_bn.json", report / "RESULT.json")
+    if (run_dir / "report.html").is_file():  # the page and its pictures (relative links: they move together)
+        shutil.rmtree(report / "report_files", ignore_errors=True)
+        shutil.copytree(run_dir / "report_files", report / "report_files")
+        shutil.copy2(run_dir / "report.html", report / "report.html")
     _link(run_dir / "checkpoint.pt", report / "checkpoint.pt")
     loss_curves(run_dir, report / "loss_curves.png")
     s = res.summary["protocols"]["sysu-all"]
     r1, mp, chance = s["bn"]["mean"]["rank1"], s["bn"]["mean"]["mAP"], s["chance_rank1"]
     print(f"      SYSU all-search (infrared -> visible), BN feature: Rank-1 {r1:.2f}%, mAP {mp:.2f}% "
           f"(chance Rank-1 {chance:.2f}%, {r1 / chance:.1f}x chance)")  # fmt: skip
-    print(f"      {report}: RESULT.json, report.md, loss_curves.png, keypoints.png, checkpoint.pt")
+    print(f"      {report}: report.html, RESULT.json, report.md, loss_curves.png, keypoints.png, checkpoint.pt")
 
 
 def _link(src: Path, dst: Path) -> None:

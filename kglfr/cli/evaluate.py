@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 from kglfr.cli import add_amp_option, add_command, resolve_amp
 from kglfr.errors import KglfrError
@@ -21,6 +22,7 @@ EXAMPLES = """
   kglfr evaluate --checkpoint runs/demo/train/checkpoint.pt --store runs/demo/store --protocol sysu-all
   kglfr evaluate --checkpoint runs/demo/train --store runs/demo/store --amp int8   # a run folder; CPU int8
   kglfr evaluate --checkpoint runs/regdb --out runs/regdb-eval   # a 'kglfr train --trial all' folder
+  kglfr evaluate --checkpoint runs/demo/train --store runs/demo/store --report runs/demo/page   # report.html
   kglfr evaluate --features sysu_test.npz --protocol sysu-all --gallery-draw official --gallery-perm rand_perm_cam.mat
 
 The features file (.npz) holds every test image of the dataset: feats (N x D), pids (N), cams (N),
@@ -128,6 +130,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --checkpoint: draw the N queries with the lowest AP (trial 0) with their top-10; "
         "--out is then a folder: DIR/<protocol>.json, DIR/worst_<protocol>.png and .json",
     )
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="with --checkpoint: write DIR/report.html, the report page (results, CMC, camera pairs, worst "
+        "queries with Grad-CAM, a searchable query list; opens offline) and its pictures in DIR/report_files",
+    )
     p.set_defaults(func=run)
 
 
@@ -151,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
         check_writable(f"{args.out}/.probe", option="--out")
     elif args.out:
         check_writable(args.out, option="--out")  # before the trials run
+    if args.report is not None:
+        if not args.checkpoint:
+            raise KglfrError("--report DIR needs --checkpoint CKPT --store STORE (the page shows a model's rankings)")
+        check_writable(f"{args.report}/report.html", option="--report")
     if args.gallery_perm and args.gallery_draw != "official":
         raise KglfrError("--gallery-perm applies to --gallery-draw official only")
     if args.gallery_draw == "official" and args.protocol and not args.protocol.startswith("sysu"):
@@ -209,6 +222,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     model = policy.model(model)
     size = tuple(data.get("input_size", store.size))
     trial = data.get("config", {}).get("data", {}).get("trial")
+    t0 = time.perf_counter()
     ev = evaluate_model(
         model,
         store,
@@ -242,7 +256,27 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         for name in ev.results:
             png, js = worst_queries(reid, store, name, args.worst, args.out, which=args.feature, features=fs)
             print(f"worst {args.worst} queries of {name}: {png}, {js}")
+    if args.report is not None:
+        print(f"report page written to {write_page(args, store, ev, model, data, policy, time.perf_counter() - t0)}")
     return 0
+
+
+def write_page(args: argparse.Namespace, store, ev, model, data: dict, policy, seconds: float):
+    """--report DIR: the report page of the evaluation just run (the run folder's curves when it has them)."""
+    from pathlib import Path
+
+    from kglfr.train import config as C
+    from kglfr.train.report_page import write_run_page
+
+    try:
+        cfg = C.config_from_dict(dict(data["config"]), f"{args.checkpoint}'s config")
+    except (KeyError, TypeError, KglfrError):
+        cfg = None  # a checkpoint without a readable config: the page says less about the run
+    run_folder, size = Path(args.checkpoint).parent, tuple(data.get("input_size", store.size))
+    return write_run_page(Path(args.report), cfg, store, ev, model=model, size=size, device=args.device,
+                          weights=data.get("weights", "unknown"), amp=policy.amp_name, stages={"evaluation": seconds},
+                          checkpoint=args.checkpoint, feature=args.feature,
+                          run_folder=run_folder if (run_folder / "metrics.jsonl").is_file() else None)  # fmt: skip
 
 
 def run_trials_folder(args: argparse.Namespace) -> int:
@@ -263,7 +297,7 @@ def run_trials_folder(args: argparse.Namespace) -> int:
                          f"(trial1 .. trial10 of 'kglfr train --trial all'); give a run folder or a checkpoint "
                          f"file")  # fmt: skip
     for flag, given in (("--features", args.features), ("--protocol", args.protocol), ("--worst", args.worst),
-                        ("--rerank", args.rerank), ("--trials", args.trials)):  # fmt: skip
+                        ("--rerank", args.rerank), ("--trials", args.trials), ("--report", args.report)):  # fmt: skip
         if given:
             raise KglfrError(f"{flag} does not apply to a folder of trial runs ({folder}): each trial's model is "
                              "scored under RegDB's protocols on its own split")  # fmt: skip

@@ -137,6 +137,7 @@ class EvalConfig:
     report_epoch: Literal["last", "best"] = "last"  # best: the best epoch on the test set, a labelled option
     gallery_draw: Literal["seeded", "official"] = "seeded"  # SYSU: random.seed(trial) as AGW, or the .mat file
     gallery_perm: str | None = None  # official: the .mat file; None: <source root>/exp/rand_perm_cam.mat
+    report_page: bool = True  # RUN/report.html (kglfr.report) after each evaluation and at the end
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,7 +169,10 @@ class EvalHook(HookBase):
     def after_epoch(self, trainer: Trainer) -> None:
         every, epochs = int(trainer.cfg.train.eval_every), int(trainer.cfg.train.epochs)
         if every > 0 and trainer.epoch % every == 0 and trainer.epoch < epochs:
-            self.evaluate(trainer)
+            from kglfr.train.report_page import trainer_page
+
+            t0 = time.perf_counter()
+            trainer_page(trainer, self.folder, self.evaluate(trainer), time.perf_counter() - t0)
 
     def final(self, trainer: Trainer) -> Evaluation | None:
         return self.evaluate(trainer)

@@ -52,6 +52,7 @@ from kglfr.train.hooks import (
 )
 from kglfr.train.methods import Losses, Method, get_method
 from kglfr.train.report import best_on_test_set, format_tables, write_report
+from kglfr.train.report_page import trainer_page
 from kglfr.train.run_folder import (
     CHECKPOINT,
     CONFIG,
@@ -453,10 +454,12 @@ def _log_plan(trainer: Trainer) -> None:
 def _finish(trainer: Trainer, folder: Path, evaluator: EvalHook) -> TrainResult:
     """The final evaluation and the report (main process), then wait for the other processes."""
     cfg, rt, epochs = trainer.cfg, trainer.rt, int(trainer.cfg.train.epochs)
+    t0 = time.perf_counter()
     evaluation = evaluator.final(trainer)
     summary: dict = {}
     if rt.main:
         summary = write_report(folder, evaluation, cfg, trainer.store, epochs, trainer.weights, rt.amp_name)
+        trainer_page(trainer, folder, evaluation, time.perf_counter() - t0)
         if evaluator.evals and cfg.eval.report_epoch == "best":
             summary["best_epoch_on_test_set"] = best_on_test_set(evaluator.evals)
             write_json_atomic(folder / "summary.json", summary, indent=2)

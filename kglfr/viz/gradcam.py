@@ -20,9 +20,13 @@ from kglfr.runtime import input_format
 from kglfr.viz import new_figure, save_figure
 
 
-def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, np.ndarray]:
+def gradcam(
+    model, images: Sequence, modalities: Sequence, groups: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(maps N x H x W in [0, 1], the resized images N x H x W x 3 uint8) for ``images`` of ``modalities``
-    (one per image), on a :class:`kglfr.api.ReIDModel`-like model (``.model``, ``.input_size``, ``.preprocess``)."""
+    (one per image), on a :class:`kglfr.api.ReIDModel`-like model (``.model``, ``.input_size``, ``.preprocess``).
+    ``groups``: a group number per image, each image's target centre the mean of its group's (default: one group;
+    several groups give the maps of several independent sets in one pass)."""
     from kglfr.data.store import resize
     from kglfr.eval.extract import parse_modality, read_image
     from kglfr.model.quantize import float_model
@@ -49,7 +53,7 @@ def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, 
                 x = x.contiguous(memory_format=torch.channels_last)
             with nullcontext() if policy is None else policy.autocast():
                 feat = F.normalize(net.extract(x, mt, which="bn", normalise=False).float(), dim=1)
-            centre = F.normalize(feat.detach().mean(0, keepdim=True), dim=1)
+            centre = F.normalize(_group_means(feat.detach(), groups), dim=1)
             target = (feat * centre).sum()
             net.zero_grad(set_to_none=True)
             target.backward()
@@ -65,6 +69,17 @@ def gradcam(model, images: Sequence, modalities: Sequence) -> tuple[np.ndarray, 
     cam = (cam - lo) / (hi - lo).clamp_min(1e-12)
     net.zero_grad(set_to_none=True)
     return cam.cpu().numpy(), np.stack(arrays)
+
+
+def _group_means(feat: torch.Tensor, groups: Sequence[int] | None) -> torch.Tensor:
+    """Per row, the mean of the rows in its group (all rows when ``groups`` is None)."""
+    if groups is None:
+        return feat.mean(0, keepdim=True)
+    g = torch.as_tensor(list(groups), device=feat.device)
+    _, inverse = torch.unique(g, return_inverse=True)
+    sums = torch.zeros(int(inverse.max()) + 1, feat.shape[1], device=feat.device).index_add_(0, inverse, feat)
+    counts = torch.bincount(inverse).clamp_min(1).unsqueeze(1).to(feat.dtype)
+    return (sums / counts)[inverse]
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -21,6 +21,8 @@ def test_demo_runs_the_pipeline_end_to_end(tmp_path, capsys):
     assert result["protocol"] == "sysu-all" and result["feature"] == "bn" and result["num_trials"] == 2
     assert "| sysu-all | BN |" in (report / "report.md").read_text()
     assert (report / "checkpoint.pt").is_file() and (report / "config.yaml").is_file()
+    assert (report / "report_files" / "cmc.png").is_file()  # the page, its pictures beside it
+    assert 'id="headline-rank1"' in (report / "report.html").read_text()
     sidecar = json.loads((out / "synth-sysu" / "kglfr_keypoints.json").read_text())
     assert set(sidecar["images"]) == set(store.relpaths)
     printed = capsys.readouterr().out
@@ -31,7 +33,7 @@ def test_ablation_writes_the_table_and_keeps_finished_rows(tmp_path, capsys):
     out = tmp_path / "abl"
     args = ["demo", "--out", str(out), "--ids", "12", "--test-ids", "6", "--images-per-camera", "2", "--seed", "5",
             "--no-progress", "--ablation", "--seeds", "2", "data.ids_per_batch=3", "data.per_modality=2",
-            "train.epochs=1", "train.iters_per_epoch=1", "eval.trials=2"]  # fmt: skip
+            "train.epochs=1", "train.iters_per_epoch=1", "eval.report_page=false", "eval.trials=2"]  # fmt: skip
     assert main(args) == 0
     table = json.loads((out / "report" / "ablation.json").read_text())
     assert table["seeds"] == 2 and [r["preset"] for r in table["rows"]] == [
