@@ -41,7 +41,7 @@ METHOD_SECTIONS = ("method", "loss", "augment")
 # A store's dataset -> the preset folder of its methods.
 DATASET_PRESETS = {"sysu": "sysu", "regdb": "regdb", "llcm": "llcm"}
 RUN_MARK = "compare_run.json"  # in a run folder once it finished: the store's identity and the run's time
-TABLE_JSON, TABLE_MD = "compare.json", "compare.md"
+TABLE_JSON, TABLE_MD, TABLE_HTML = "compare.json", "compare.md", "compare.html"
 METRICS = ("rank1", "mAP", "mINP")
 
 
@@ -318,12 +318,24 @@ def compare_payload(outcomes: Sequence[Outcome], *, store: str, dataset: str, pr
             "runs": [asdict(o) for o in outcomes]}  # fmt: skip
 
 
+def page_rows(table: dict) -> list[dict]:
+    """The rows of the comparison page: each method with a finished seed, its metrics as (mean, std)."""
+    return [{"method": r["method"], "runs": len(r["seeds"]), "published": r["published"],
+             **{k: (r[k]["mean"], r[k]["std"]) for k in METRICS}}
+            for r in table["rows"] if r["seeds"]]  # fmt: skip
+
+
 def write_compare(out: str | Path, table: dict) -> tuple[Path, Path, str]:
-    """Write ``out/compare.json`` and ``out/compare.md``; returns (json, md, the Markdown)."""
+    """Write ``out/compare.json``, ``out/compare.md`` and ``out/compare.html`` (the page linking each run's
+    report page); returns (json, md, the Markdown)."""
     from kglfr.io import write_atomic, write_json_atomic
+    from kglfr.report import write_compare_page
 
     text = compare_table(table)
     Path(out).mkdir(parents=True, exist_ok=True)
     js = write_json_atomic(Path(out) / TABLE_JSON, table, indent=2)
     md = write_atomic(Path(out) / TABLE_MD, lambda f: f.write(text))
+    runs = [(f"{r['method']} seed {r['seed']}", r["folder"]) for r in table["runs"]]
+    write_compare_page(Path(out) / TABLE_HTML, runs, page_rows(table),
+                       title=f"Methods compared: {table['protocol_title']}")  # fmt: skip
     return js, md, text

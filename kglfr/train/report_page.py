@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from kglfr.eval.published import published
 from kglfr.train import config as C
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ def _lookup(d: dict, key: str):
 
 
 def method_name(cfg) -> str:
-    """The method the config trains, by its switches: KGLFR (KEGFR + KMLFR), KEGFR, KMLFR, RE (Random Erasing)
-    or baseline."""
+    """The method the config trains (``method.name``); for ``kglfr``, the Table 2 row its switches make:
+    KGLFR (KEGFR + KMLFR), KEGFR, KMLFR, RE (Random Erasing) or baseline."""
+    if cfg.method.name != "kglfr":
+        return cfg.method.name
     erasing, kmlfr = cfg.augment.erasing, bool(cfg.loss.kmlfr)
     if erasing == "keypoint":
         return "KGLFR" if kmlfr else "KEGFR"
@@ -53,16 +56,11 @@ def method_name(cfg) -> str:
 
 def published_figures(cfg, protocol: str) -> dict | None:
     """The published figures (percent) of the config's method under ``protocol``, or None: the lookup the
-    report page uses, in one place (``kglfr.eval.published`` when the package has it, else the paper's
-    Table 2, SYSU-MM01 all-search)."""
-    try:
-        from kglfr.eval.published import published  # written beside this module on another branch
-    except ImportError:
-        published = None
-    if published is not None:
-        found = published(method_name(cfg), protocol)
-        if found:
-            return found
+    report page uses, in one place. A method other than ``kglfr``, and the full KGLFR, read
+    ``kglfr.eval.published``; the other Table 2 rows read the paper's Table 2 (SYSU-MM01 all-search)."""
+    name = method_name(cfg)
+    if name == "KGLFR" or cfg.method.name != "kglfr":
+        return published(cfg.method.name, protocol)
     if protocol != "sysu-all":
         return None
     from kglfr.train.ablation import TABLE2

@@ -134,6 +134,8 @@ def test_compare_trains_every_method_and_seed_then_a_rerun_only_prints_the_table
     assert "arch: resnet18" in (out / "baseline-seed0" / "config.yaml").read_text()
     md = (out / "compare.md").read_text()
     assert md in first and "| baseline | 2 |" in md and "| 70.44 / 67.59 / – |" in md
+    page = (out / "compare.html").read_text()
+    assert "kglfr seed 1" in page and f'data-key="rank1">{table["rows"][0]["rank1"]["mean"]:.2f}' in page
 
     assert main(argv) == 0  # every run finished with its config on this store: nothing trains
     again = capsys.readouterr().out
