@@ -38,7 +38,15 @@ from kglfr.model.agw import AGWNet
 from kglfr.runtime import set_threads
 from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state
-from kglfr.train.data import STREAM_ERASING, STREAM_KEYPOINT, Batch, TrainData, modality_counts, step_generator
+from kglfr.train.data import (
+    STREAM_ERASING,
+    STREAM_KEYPOINT,
+    Batch,
+    TrainData,
+    modality_counts,
+    size_note,
+    step_generator,
+)
 from kglfr.train.erasing import keypoint_erasing, random_erasing
 from kglfr.train.hooks import (
     CheckpointHook,
@@ -142,6 +150,9 @@ def needs_keypoints(cfg: DictConfig) -> bool:
 
 def open_data(cfg: DictConfig) -> tuple[Store, KeypointCache | None]:
     store = Store.open(cfg.data.store)
+    note = size_note(store.size, (cfg.data.height, cfg.data.width))
+    if note:
+        log.log(*note)
     cache = None
     if needs_keypoints(cfg):
         try:
