@@ -82,3 +82,52 @@ def test_train_help_lists_every_shipped_preset():
     listed = re.search(r"Presets: (.+?); or a YAML file", text).group(1).split(", ")
     assert listed == presets()
     assert "sysu/random_erasing_w05" in listed
+
+
+INLINE = re.compile(r"`(kglfr [^`]+)`")
+
+
+def subparser(argv: list[str]):
+    """The parser of ``kglfr CMD [SUB]`` and the rest of argv."""
+    import argparse
+
+    parser, rest = build_parser(), argv
+    while rest:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or rest[0] not in sub.choices:
+            break
+        parser, rest = sub.choices[rest[0]], rest[1:]
+    return parser, rest
+
+
+def test_options_the_docs_name_in_passing_exist():
+    """``kglfr CMD --flag`` in the docs' running text names a real option of that command."""
+    wrong, spans = [], 0
+    for page in [TOP / "README.md", *sorted((TOP / "docs").glob("*.md"))]:
+        for span in INLINE.findall(page.read_text()):
+            spans += 1
+            parser, rest = subparser(span.split()[1:])
+            known = {s for a in parser._actions for s in a.option_strings}
+            flags = [t.split("=")[0].strip("[]") for t in rest if t.strip("[").startswith("--")]
+            wrong += [f"{page.name}: `{span}`: {f}" for f in flags if f not in known]
+    assert spans > 20 and not wrong, wrong
+
+
+def test_constants_the_docs_quote_are_the_codes():
+    from kglfr.data import conventions
+
+    text = (TOP / "docs" / "datasets.md").read_text()
+    quoted = re.findall(r"`([A-Z_]+) = (\d+)`", text)
+    assert len(quoted) >= 3
+    for name, value in quoted:
+        assert getattr(conventions, name) == int(value), name
+
+
+def test_sampler_and_schema_defaults_the_docs_quote():
+    from kglfr.train.config import Config
+
+    cfg = Config()
+    assert (cfg.data.ids_per_batch, cfg.data.per_modality) == (8, 4)
+    assert "8 x\n(4 + 4) by default" in (TOP / "docs" / "datasets.md").read_text()
+    assert (cfg.data.height, cfg.data.width) == (288, 144)
+    assert "288x144 unless\n`--height/--width`" in (TOP / "docs" / "datasets.md").read_text()
