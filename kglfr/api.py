@@ -91,8 +91,9 @@ class ReIDModel:
               progress: bool = False) -> np.ndarray:  # fmt: skip
         """N x D float32 L2-normalised features of ``images`` (all of ``modality``).
 
-        ``images``: a list of H x W x 3 uint8 RGB arrays or image paths (any size), an N x H x W x 3
-        uint8 array, or a B x 3 x H x W tensor. ``which``: "bn" (the headline) or "pool".
+        ``images``: a list of H x W x 3 uint8 RGB arrays or image paths (any size), one H x W x 3 array, an
+        N x H x W x 3 uint8 RGB array, or a B x 3 x H x W RGB tensor, uint8 in 0..255 or float in 0..1 (not
+        normalised: this resizes and ImageNet-normalises). ``which``: "bn" (the headline) or "pool".
         """
         return embed_images(self.model, images, modality, self.input_size, self.device, which, flip, batch_size,
                             progress, self.policy.amp_dtype)  # fmt: skip

@@ -13,6 +13,7 @@ EXAMPLES = """
   kglfr extract --checkpoint runs/demo/train --store runs/demo/store --split all --flip --out all.npz
   kglfr extract --checkpoint ckpt.pt --images my_ir_images/ --modality infrared --out ir.npz
   kglfr extract --checkpoint runs/sysu-kglfr --store stores/sysu --amp int8 --out fast.npz   # CPU, int8
+  kglfr extract --checkpoint runs/regdb/trial1 --store stores/regdb --trial 2 --out t2.npz   # another trial's split
 
 --images DIR: every .jpg/.jpeg/.png/.bmp under DIR (recursively, hidden files skipped, sorted). An image
 at DIR/<pid>/<camera>_<anything>.jpg (the custom layout, e.g. 0007/3_0001.jpg, 0007/c3_0001.jpg or
@@ -40,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip", action="store_true", help="average image and mirror features")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per batch (default 64)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument(
+        "--trial",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="with --store: the split of trial T (RegDB 1..10); default the trial the checkpoint was trained on",
+    )
     add_amp_option(p)
     p.set_defaults(func=run)
 
@@ -55,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out, option="--out")
     if args.images and not args.modality:
         raise KglfrError("--images needs --modality visible|infrared (one folder holds one modality)")
+    if args.trial is not None and not args.store:
+        raise KglfrError("--trial picks a store's split; it needs --store")
     if args.store and args.modality:
         raise KglfrError("--modality is for --images; a store knows the modality of every image")
     if args.images and Path(args.images).expanduser().is_file():
@@ -63,9 +73,13 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.checkpoint, args.device, args.amp)
     if args.store:
         from kglfr.data.store import Store
+        from kglfr.eval.extract import checkpoint_trial
 
+        trial = args.trial if args.trial is not None else checkpoint_trial(model)
+        if trial is not None:
+            print(f"trial {trial}" + (" (the checkpoint's; --trial T for another)" if args.trial is None else ""))
         fs = store_feature_set(model, Store.open(args.store), args.split, args.feature, args.flip, args.batch_size,
-                               progress=True)  # fmt: skip
+                               progress=True, trial=trial)  # fmt: skip
     else:
         fs = folder_feature_set(model, args.images, args.modality, args.feature, args.flip, args.batch_size,
                                 progress=True)  # fmt: skip

@@ -17,7 +17,8 @@ EXAMPLES = """
 
 A gallery folder is embedded once and cached in DIR/.kglfr-features-<checkpoint sha>.npz, reused while
 its files (names, sizes, mtimes) and the checkpoint are unchanged. The gallery's modality is the other
-one unless --gallery-modality says otherwise (a gallery of the query's own modality is warned about).
+one unless --gallery-modality says otherwise: a folder cannot tell, so name it when it is not. A gallery of
+the query's own modality (from --gallery-modality, or recorded in a features file) is warned about.
 Identities come from the DIR/<pid>/<camera>_*.jpg layout where the folders are numbers: then the grid
 has green (same identity) and red (another) borders, else grey. Galleries from 20,000 images are
 searched with faiss's exact flat index when it is installed (pip install kglfr[search]);

@@ -21,8 +21,8 @@ EXAMPLES = """
   kglfr train --resume runs/sysu-kglfr                  # continue an interrupted run where it stopped
   torchrun --nproc_per_node 2 -m kglfr train --config sysu/kglfr --out runs/ddp data.store=stores/sysu
 
-Presets: demo, sysu/{baseline,kmlfr,random_erasing,kegfr,kglfr} (the five rows of the paper's Table 2),
-{sysu,regdb,llcm}/{agw,caj,kglfr,kglfr_caj} (the methods, method.name), demo_caj; or a YAML file of your
+Presets: {presets} (demo_caj and {sysu,regdb,llcm}/{agw,caj,kglfr,kglfr_caj} are the methods,
+method.name; sysu/{baseline,kmlfr,random_erasing,kegfr,kglfr} the paper's Table 2); or a YAML file of your
 own ('_base_: [sysu/caj, mine.yaml]' inherits from preset names or files, in order). Every key of the
 schema can be overridden as section.key=value (data.store, model.arch, model.pretrained, train.epochs,
 train.seed, ...); an unknown key is an error naming the closest ones. The run folder keeps config.yaml
@@ -33,8 +33,15 @@ non-zero at the end, naming it); --resume RUN continues the unfinished trials an
 """
 
 
+def preset_names() -> list[str]:
+    """The shipped presets, read from ``kglfr/configs`` (as ``kglfr.train.config.presets``, without torch)."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, "train", "Train KGLFR-Net or an ablation preset on a prepared store.", EXAMPLES)
+    examples = EXAMPLES.replace("{presets}", ", ".join(preset_names()))
+    p = add_command(sub, "train", "Train KGLFR-Net or an ablation preset on a prepared store.", examples)
     p.add_argument("--config", default=None, metavar="PRESET_OR_FILE", help="preset name or YAML file")
     p.add_argument("--out", default=None, metavar="RUN", help="run folder to create")
     p.add_argument(

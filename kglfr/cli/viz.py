@@ -23,6 +23,7 @@ KEYPOINT_EXAMPLES = """
   kglfr viz keypoints --store runs/store --out runs/keypoints.png               # 8 visible + 8 infrared
   kglfr viz keypoints --store stores/sysu --n 32 --split test --no-heatmaps --out kp.png
   kglfr viz keypoints --store stores/sysu --augment --out aug.png   # after pad/crop/flip: still aligned?
+  kglfr viz keypoints --store stores/sysu --keypoints hrnet --out hrnet.png   # one cache of several
 """
 
 
@@ -56,6 +57,13 @@ def register_keypoints(vsub: argparse._SubParsersAction) -> None:
     p.add_argument("--cols", type=int, default=8, help="images per row (default 8)")
     p.add_argument("--no-heatmaps", action="store_true", help="no heatmap overlay")
     p.add_argument("--augment", action="store_true", help="show them after the training transform (pad, crop, flip)")
+    p.add_argument(
+        "--keypoints",
+        default=None,
+        metavar="NAME",
+        help="the backend whose cache to draw when the store has several (default: the most recently finished one, "
+        "as training takes unless data.keypoints=NAME)",
+    )
     p.set_defaults(func=run_keypoints)
 
 
@@ -68,6 +76,7 @@ def run_keypoints(args: argparse.Namespace) -> int:
         raise KglfrError("--n and --cols must be at least 1")
     check_figure_format(args.out, option="--out")
     out = keypoint_sheet(args.store, args.out, n=args.n, seed=args.seed, heatmaps=not args.no_heatmaps,
-                         augment=args.augment, split=args.split, ncols=args.cols)  # fmt: skip
+                         augment=args.augment, split=args.split, ncols=args.cols,
+                         keypoints=args.keypoints)  # fmt: skip
     print(f"wrote {out}")
     return 0

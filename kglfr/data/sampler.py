@@ -50,8 +50,8 @@ class IdentitySampler:
         per_step = num_ids * world_size
         if len(self.ids) < per_step:
             raise ValueError(
-                f"a step needs {per_step} identities with both modalities ({num_ids} x {world_size} ranks), "
-                f"but only {len(self.ids)} exist; lower the identities per batch"
+                f"a step needs {per_step} identities with both modalities (num_ids {num_ids} x {world_size} "
+                f"ranks), but only {len(self.ids)} exist; lower num_ids to at most {len(self.ids) // world_size}"
             )
         self.num_ids, self.k = num_ids, num_per_modality
         self.seed, self.rank, self.world_size = seed, rank, world_size

@@ -222,16 +222,23 @@ def feature_sets_of(store, feats: dict[str, np.ndarray], indices: np.ndarray,
             for k, v in feats.items()}  # fmt: skip
 
 
-def store_feature_set(model, store, split: str = "test", which: str = "bn", flip: bool = False,
-                      batch_size: int = 64, progress: bool = False) -> FeatureSet:  # fmt: skip
+def store_feature_set(model, store, split: str = "test", which: str = "bn", flip: bool = False, batch_size: int = 64,
+                      progress: bool = False, trial: int | None = None) -> FeatureSet:  # fmt: skip
     """The ``which`` features of a store split for a :class:`kglfr.api.ReIDModel`-like ``model`` (``.model``,
-    ``.input_size``, ``.device``, ``.checkpoint``), the test split of the checkpoint's trial."""
+    ``.input_size``, ``.device``, ``.checkpoint``): the split of ``trial`` (RegDB: 1..10), by default the
+    checkpoint's (``data.trial``)."""
     check_which(which)
-    trial = model.checkpoint.get("config", {}).get("data", {}).get("trial")
+    if trial is None:
+        trial = checkpoint_trial(model)
     indices = split_indices(store, split, trial)
     feats = store_features(model.model, store, indices, model.input_size, batch_size, model.device, flip,
                            _amp(model), progress)  # fmt: skip
     return feature_sets_of(store, {which: feats[which]}, indices, split)[which]
+
+
+def checkpoint_trial(model) -> int | None:
+    """The trial (``data.trial``) a ReIDModel-like model was trained on; None for a store without trials."""
+    return model.checkpoint.get("config", {}).get("data", {}).get("trial")
 
 
 def _amp(model) -> torch.dtype | None:

@@ -144,7 +144,8 @@ def _find_folder(store: Store, backend: str | None) -> Path | None:
     complete = [d for d in found if (read_meta(d) or {}).get("complete")] or found
     pick = max(complete, key=lambda d: ((d / META).stat().st_mtime_ns, d.name))
     if len(complete) > 1:
-        log.info("store %s has keypoint caches of %s; using %s, the most recent (choose one with backend=...)",
+        log.info("store %s has keypoint caches of %s; using %s, the most recent (choose one: data.keypoints=NAME "
+                 "to train, --keypoints NAME in kglfr viz keypoints)",
                  store.path, ", ".join(sorted(d.name for d in complete)), pick.name)  # fmt: skip
     return pick
 

@@ -8,6 +8,7 @@ mid-epoch skips the steps it already took without reading their data.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections import deque
@@ -117,7 +118,10 @@ class TrainData:
             self.sampler = IdentitySampler(pids, self.modalities, ids_per_batch, per_modality, seed, rank,
                                            world_size, iters_per_epoch)  # fmt: skip
         except ValueError as e:
-            raise KglfrError(f"store {store.path}: {e}") from None
+            message = str(e).replace("num_ids", "data.ids_per_batch")
+            raise KglfrError(
+                f"store {store.path}, training split{f' of trial {trial}' if trial else ''}: {message}"
+            ) from None
         self.transform = TrainTransform(size, pad=pad, flip_prob=flip_prob, heatmap_size=heatmap_size)
 
     @property
@@ -246,3 +250,17 @@ def _columns(batches: list[Batch], n: int) -> list[list]:
 
 def modality_counts(store: Store, indices: np.ndarray) -> dict[str, int]:
     return {m.short: int((store.modalities[indices] == int(m)).sum()) for m in Modality}
+
+
+def size_note(store_hw: tuple[int, int], train_hw: tuple[int, int]) -> tuple[int, str] | None:
+    """(log level, message) when a store's images are not at the training size ``data.height`` x
+    ``data.width``: a warning when training would upsample them, a note when it shrinks them; None when equal."""
+    if tuple(store_hw) == tuple(train_hw):
+        return None
+    (sh, sw), (th, tw) = store_hw, train_hw
+    up = th > sh or tw > sw
+    how = "upsampled" if up else "resized"
+    message = (f"the store's images are {sh}x{sw}; training at {th}x{tw} (data.height x data.width) gets them "
+               f"{how}, and the model is exported at {th}x{tw}. To train at the store's size add "
+               f"data.height={sh} data.width={sw}; to keep the detail, prepare the store at {th}x{tw}")  # fmt: skip
+    return (logging.WARNING if up else logging.INFO), message

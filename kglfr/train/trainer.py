@@ -38,7 +38,7 @@ from kglfr.model.agw import AGWNet
 from kglfr.runtime import set_threads
 from kglfr.train import config as C
 from kglfr.train.checkpoint import load_checkpoint, load_model_state
-from kglfr.train.data import Batch, TrainData, modality_counts, step_generator
+from kglfr.train.data import Batch, TrainData, modality_counts, size_note, step_generator
 from kglfr.train.hooks import (
     CheckpointHook,
     EvalHook,
@@ -88,6 +88,9 @@ def lr_factor(epoch: int, milestones: list[int], gamma: float, warmup_epochs: in
 
 def open_data(cfg: DictConfig, method: Method) -> tuple[Store, KeypointCache | None]:
     store = Store.open(cfg.data.store)
+    note = size_note(store.size, (cfg.data.height, cfg.data.width))
+    if note:
+        log.log(*note)
     cache = None
     if method.needs_keypoints(cfg):
         try:

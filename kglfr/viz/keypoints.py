@@ -128,9 +128,11 @@ def keypoint_sheet(
     augment: bool = False,
     split: str | None = None,
     ncols: int = 8,
+    keypoints: str | None = None,
 ) -> Path:
     """Draw ``n`` images of ``store`` (half visible, half infrared) with their cached keypoints to ``out``
-    (its format from the suffix; checked first, see ``check_out_path``)."""
+    (its format from the suffix; checked first, see ``check_out_path``). ``keypoints``: the backend whose
+    cache to draw (None: the only one, or the most recently finished, as training takes)."""
     import torch
 
     from kglfr.data.transforms import TrainTransform, denormalise, store_batch_to_tensor
@@ -138,7 +140,7 @@ def keypoint_sheet(
 
     out = check_out_path(out)
     store = store if isinstance(store, Store) else Store.open(store)
-    cache = KeypointCache.open(store)
+    cache = KeypointCache.open(store, backend=keypoints)
     idx = pick_images(store, n, seed, split)
     images = store.read_batch(idx)
     rows = cache.read_batch(idx)

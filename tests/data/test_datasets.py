@@ -1,7 +1,7 @@
 import logging
 
 import pytest
-from layouts import make_custom, make_llcm, make_regdb, make_sysu
+from layouts import make_custom, make_llcm, make_regdb, make_sysu, write_image
 
 from kglfr.cli import main
 from kglfr.data.datasets import dataset_names, load_dataset
@@ -89,10 +89,24 @@ def test_custom_split_is_seeded_by_identity(tmp_path):
     assert cams["visible/002/c2_2_b.png"] == 2 and cams["infrared/002/7_2_a.jpg"] == 7
 
 
-def test_custom_bad_file_name(tmp_path):
+def test_custom_layout_has_one_parser_for_prepare_extract_and_search(tmp_path):
+    """docs/datasets.md: a bare 0001.jpg is camera 0, for prepare as for extract and search."""
+    from kglfr.data.datasets.base import parse_layout
+
     root = make_custom(tmp_path)
-    (root / "infrared" / "001" / "nocamera.jpg").write_bytes(b"")
-    with pytest.raises(DatasetError, match="must start with the camera"):
+    write_image(root / "infrared" / "001" / "0001.jpg", 1)
+    write_image(root / "infrared" / "002" / "cam3_x.jpg", 2)
+    ds = load_dataset("custom", root)
+    assert all((r.pid, r.camera) == parse_layout(r.relpath) for r in ds.records)
+    cams = {r.relpath: r.camera for r in ds.records}
+    assert cams["infrared/001/0001.jpg"] == 0 and cams["infrared/002/cam3_x.jpg"] == 3
+
+
+def test_custom_bare_names_in_both_modalities_are_one_camera(tmp_path):
+    root = make_custom(tmp_path)
+    write_image(root / "infrared" / "001" / "0001.jpg", 1)
+    write_image(root / "visible" / "001" / "0001.jpg", 1)
+    with pytest.raises(DatasetError, match=r"cameras \[0\] appear in both.*0001.jpg, is camera 0.*3_0001.jpg"):
         load_dataset("custom", root)
 
 

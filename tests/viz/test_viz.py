@@ -81,3 +81,18 @@ def test_viz_keypoints_bad_out_gives_one_line(store, tmp_path, capsys):
     out = tmp_path / "kp.PDF"  # the suffix in any case
     assert main(["viz", "keypoints", "--store", str(store.path), "--n", "2", "--no-heatmaps", "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"%PDF"
+
+
+def test_viz_keypoints_draws_the_cache_it_is_told(store, tmp_path, capsys):
+    """``kglfr viz keypoints --keypoints NAME`` picks one cache of several, as data.keypoints=NAME does."""
+    from kglfr.cli import main
+
+    assert main(["viz", "keypoints", "--store", str(store.path), "--keypoints", "oracle", "--n", "2",
+                 "--out", str(tmp_path / "kp.png")]) == 0  # fmt: skip
+    assert (tmp_path / "kp.png").stat().st_size > 0
+    capsys.readouterr()
+    rc = main(
+        ["viz", "keypoints", "--store", str(store.path), "--keypoints", "hrnet", "--out", str(tmp_path / "x.png")]
+    )
+    err = capsys.readouterr().err
+    assert rc != 0 and "hrnet" in err and "\n" not in err.strip() and not (tmp_path / "x.png").exists()

@@ -1,7 +1,9 @@
 """A user's own data: ``<root>/{visible,infrared}/<pid>/<camera>_<anything>.{jpg,png,bmp}``.
 
 Identities are split into train and test by a seeded shuffle. ``<camera>`` is an integer (``3``), or
-``c`` or ``cam`` followed by one (``c3``, ``cam3``); cameras must differ between the two modalities.
+``c`` or ``cam`` followed by one (``c3``, ``cam3``); a name that starts with no camera is camera 0, as
+:func:`~kglfr.data.datasets.base.parse_layout` reads it for ``extract`` and ``search``. Cameras must differ
+between the two modalities.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import random
 from pathlib import Path
 
 from kglfr.data.datasets import register
-from kglfr.data.datasets.base import VIDataset, list_images, parse_camera, require_layout
+from kglfr.data.datasets.base import VIDataset, list_images, parse_layout, require_layout
 from kglfr.data.records import TEST, TRAIN, ImageRecord, Modality
 from kglfr.errors import DatasetError
 
@@ -28,18 +30,19 @@ def load_custom(root: Path, test_fraction: float = 0.5, split_seed: int = 0) -> 
             if not pid_dir.name.isdigit():
                 raise DatasetError(f"{pid_dir}: identity folders must be numbers (e.g. {folder}/0001)")
             for image in list_images(pid_dir):
-                cam = parse_camera(image.name)
-                if cam is None:
-                    raise DatasetError(
-                        f"{image}: file names must start with the camera, e.g. 3_0001.jpg, c3_0001.jpg, cam3_0001.jpg"
-                    )
-                found.append((f"{folder}/{pid_dir.name}/{image.name}", int(pid_dir.name), cam, mod))
+                rel = f"{folder}/{pid_dir.name}/{image.name}"
+                pid, cam = parse_layout(rel)
+                found.append((rel, pid, cam, mod))
     if not found:
         raise DatasetError(f"{root}: no images under visible/<pid>/ or infrared/<pid>/")
     cams = {mod: {c for _, _, c, m in found if m == mod} for mod in Modality}
     if cams[Modality.VISIBLE] & cams[Modality.INFRARED]:
         shared = sorted(cams[Modality.VISIBLE] & cams[Modality.INFRARED])
-        raise DatasetError(f"{root}: cameras {shared} appear in both visible and infrared; give each modality its own")
+        hint = " (a file name that starts with no camera, e.g. 0001.jpg, is camera 0)" if 0 in shared else ""
+        raise DatasetError(
+            f"{root}: cameras {shared} appear in both visible and infrared{hint}; give each modality its own: "
+            "start file names with the camera, e.g. 3_0001.jpg, c3_0001.jpg, cam3_0001.jpg"
+        )
     pids = sorted({pid for _, pid, _, _ in found})
     random.Random(split_seed).shuffle(pids)
     n_test = max(1, round(len(pids) * test_fraction))
