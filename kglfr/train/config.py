@@ -23,15 +23,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kglfr.data.conventions import GALLERY_DRAWS
-from kglfr.errors import KglfrError
 from kglfr.model.resnet import Arch
+from kglfr.train.config_errors import ConfigError, read_config_text, resolve, shape_error, yaml_error
 
 PRESET_DIR = Path(str(resources.files("kglfr") / "configs"))
 BASE_KEY = "_base_"
-
-
-class ConfigError(KglfrError):
-    """A config file or override that does not fit the schema."""
 
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -145,6 +141,10 @@ def _fields() -> dict[str, tuple[Any, Any]]:
     return out
 
 
+def _list_keys() -> list[str]:
+    return [k for k, (_f, t) in _fields().items() if get_origin(t) is list]
+
+
 def choices() -> dict[str, tuple]:
     """The keys whose values are a fixed set (read from their ``Literal`` types) -> those values."""
     return {key: get_args(t) for key, (_f, t) in _fields().items() if get_origin(t) is Literal}
@@ -191,9 +191,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"{path}: '_base_' files include each other ({' -> '.join(map(str, seen))})")
     try:
-        doc = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}".splitlines()[0]) from None
+        doc = yaml.load(read_config_text(path), Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        raise yaml_error(path, e) from None
     if not doc:
         raise ConfigError(f"config {path} is empty; give at least one key, e.g. '_base_: sysu/kglfr.yaml' "
                           f"(a preset file of {PRESET_DIR}) and what differs from it")  # fmt: skip
@@ -243,6 +243,9 @@ def _merge(schema: DictConfig, values: DictConfig | dict, source: str) -> DictCo
         if key in choices():
             allowed = ", ".join(map(str, choices()[key]))
             raise ConfigError(f"{source}: {key}={_lookup(values, key)!r} is not one of {allowed}") from None
+        shaped = shape_error(source, key, values, list(Config.__dataclass_fields__), _list_keys())
+        if shaped:
+            raise shaped from None
         raise ConfigError(f"{source}: bad value for {key!r}: {msg}") from None
 
 
@@ -326,13 +329,13 @@ def load_config(preset: str | Path, overrides: list[str] | dict | None = None) -
     until the caller checks it with :func:`require`.
     """
     path = resolve_preset(preset)
-    cfg = _merge(OmegaConf.structured(Config), _read_yaml(path), str(path))
+    cfg = resolve(_merge(OmegaConf.structured(Config), _read_yaml(path), str(path)), str(path))
     _check(cfg, str(path))
     items = [] if not overrides or isinstance(overrides, dict) else list(overrides)
     if isinstance(overrides, dict):
-        cfg = _merge(cfg, overrides, "override")
+        cfg = resolve(_merge(cfg, overrides, "override"), "override")
     for item in items:  # one at a time, so an error names the override
-        cfg = _merge(cfg, parse_overrides([item]), f"override {item!r}")
+        cfg = resolve(_merge(cfg, parse_overrides([item]), f"override {item!r}"), f"override {item!r}")
     _check(cfg, "override" if isinstance(overrides, dict) else str(path), _override_sources(items))
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -346,7 +349,7 @@ def config_from_dict(values: dict, source: str = "saved config") -> DictConfig:
     """
     if isinstance(values.get("model"), dict) and values["model"].get("pretrained", "") is None:
         values = deep_merge(values, {"model": {"pretrained": "none"}})
-    cfg = _merge(OmegaConf.structured(Config), values, source)
+    cfg = resolve(_merge(OmegaConf.structured(Config), values, source), source)
     _check(cfg, source)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -363,7 +366,7 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg)
+    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def diff(a: dict, b: dict, prefix: str = "") -> list[str]:

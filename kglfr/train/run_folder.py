@@ -20,7 +20,7 @@ METRICS = "metrics.jsonl"
 LOG = "train.log"
 # what a run writes; a folder holding anything else is not a run
 RUN_FILES = {CHECKPOINT, CONFIG, METRICS, LOG, LOCK_FILE, "tensorboard", "results", "report.md", "summary.json",
-             "ablation.json"}  # fmt: skip
+             "ablation.json", "data.json"}  # fmt: skip
 
 
 class TrainingError(KglfrError):

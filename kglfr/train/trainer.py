@@ -58,6 +58,7 @@ from kglfr.train.losses import (
     masked_local_features,
     weighted_regularized_triplet,
 )
+from kglfr.train.provenance import record_or_check
 from kglfr.train.report import best_on_test_set, format_tables, write_report
 from kglfr.train.run_folder import (
     CHECKPOINT,
@@ -472,6 +473,8 @@ def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: boo
     trainer = Trainer(cfg, rt, checkpoint=ckpt, source=str(folder / CHECKPOINT))
     if resume:
         log.info("resuming %s at epoch %d step %d", folder, trainer.epoch + 1, trainer.start_step)
+    if rt.main:
+        record_or_check(folder, trainer.store, trainer.cache, resume)
     if rt.main:  # only now that the checkpoint is known to fit (a failed --resume --force changes nothing)
         write_atomic(folder / CONFIG, lambda f: f.write(C.to_yaml(cfg)))
     _log_plan(trainer)
