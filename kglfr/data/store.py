@@ -30,7 +30,7 @@ from PIL import Image
 
 from kglfr.data.datasets.base import VIDataset
 from kglfr.data.images import DECODER_VERSION, check_value_range, decode_image
-from kglfr.data.records import ImageRecord, Modality
+from kglfr.data.records import SPLITS, ImageRecord, Modality
 from kglfr.errors import StoreError
 from kglfr.io import LOCK_FILE, LockedError, allocate, folder_lock, write_json_atomic
 
@@ -67,7 +67,7 @@ def _stat(path: Path) -> tuple[int, int]:
 def listing_fingerprint(relpaths: Sequence[str], stats: Sequence[tuple[int, int]]) -> str:
     h = hashlib.sha1()
     for rel, (size, mtime) in zip(relpaths, stats, strict=True):
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))  # undecodable file names
     return h.hexdigest()
 
 
@@ -228,7 +228,46 @@ def _read_manifest(path: Path) -> dict:
             f"{manifest_path} is damaged (count is {n} but {', '.join(short[:3])}"
             f"{' ...' if len(short) > 3 else ''}); re-run 'kglfr prepare --force'"
         )
+    bad = _bad_record(manifest)
+    if bad:
+        raise StoreError(f"{manifest_path} is damaged ({bad}); re-run 'kglfr prepare --force' with the same options")
     return manifest
+
+
+def _first_bad(name: str, values: list, ok, rule: str) -> str | None:
+    """``"NAME[i] is V (RULE)"`` for the first value ``ok`` refuses, or None."""
+    for i, v in enumerate(values):
+        if not ok(v):
+            return f"{name}[{i}] is {v!r} ({rule})"
+    return None
+
+
+def _bad_record(manifest: dict) -> str | None:
+    """What is wrong with a manifest's values (image size, modality, split, camera, pid, source size), checked
+    when a store opens, so that training never starts on records it would misread; None if nothing."""
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in ("height", "width"):
+        if not whole(manifest[key]) or not 1 <= manifest[key] <= MAX_SIDE:
+            return f"{key} is {manifest[key]!r} (must be 1..{MAX_SIDE})"
+    cols = manifest["records"]
+    checks = [
+        ("records.modality", cols["modality"], lambda v: whole(v) and v in (0, 1), "must be 0 visible or 1 infrared"),
+        ("records.camera", cols["camera"], lambda v: whole(v) and v >= 0, "must be a whole number >= 0"),
+        ("records.pid", cols["pid"], whole, "must be a whole number"),
+        ("records.relpath", cols["relpath"], lambda v: isinstance(v, str) and v != "", "must be a file name"),
+        ("records.source_hw", cols["source_hw"], lambda v: isinstance(v, list) and len(v) == 2 and all(
+            whole(x) and x >= 1 for x in v), "must be [height, width] of the source image"),
+    ]  # fmt: skip
+    checks += [(f"trial_splits.{t}", v, lambda s: s in SPLITS, f"must be one of {', '.join(SPLITS)}")
+               for t, v in manifest["trial_splits"].items()]  # fmt: skip
+    for name, values, ok, rule in checks:
+        bad = _first_bad(name, values, ok, rule)
+        if bad:
+            return bad
+    return None
 
 
 def _existing_manifest(out: Path) -> dict | None:

@@ -212,13 +212,12 @@ def query_images(query: str | Path) -> tuple[list[Path], list[str]]:
 
 def degenerate_images(files: list[Path]) -> list[str]:
     """Warnings for images too small or too elongated to give a meaningful feature (read from the header)."""
-    from PIL import Image
+    from kglfr.data.images import image_size
 
     out = []
     for f in files:
         try:
-            with Image.open(f) as im:
-                w, h = im.size
+            w, h = image_size(f)
         except Exception:  # unreadable: embedding it names the file
             continue
         if min(w, h) < MIN_SIDE or max(w, h) / max(min(w, h), 1) > MAX_ASPECT:
