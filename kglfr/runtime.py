@@ -191,7 +191,17 @@ def input_format(model: torch.nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def set_threads(threads: int) -> None:
-    """``threads`` > 0: torch's intra-op threads; 0 keeps torch's default (one per core)."""
+MAX_THREADS_PER_CORE = 4  # more only slows torch down; tens of thousands crash it (exit 139)
+
+
+def set_threads(threads: int, name: str = "threads") -> None:
+    """``threads`` > 0: torch's intra-op threads; 0 keeps torch's default (one per core). More than
+    ``MAX_THREADS_PER_CORE`` per core of this machine is refused (``name`` is the parameter named)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads < 0 or threads > MAX_THREADS_PER_CORE * cores:
+        raise KglfrError(f"{name}={threads} does not fit this machine ({cores} CPU cores); use 0 (one thread a "
+                         f"core) or 1..{MAX_THREADS_PER_CORE * cores}")  # fmt: skip
     if threads > 0:
         torch.set_num_threads(threads)

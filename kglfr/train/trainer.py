@@ -443,7 +443,7 @@ def train(
     C.require(cfg, "data.store")
     folder = Path(out).expanduser()
     rt = resolve_runtime(cfg)
-    set_threads(int(cfg.train.threads))
+    set_threads(int(cfg.train.threads), "train.threads")
     if not rt.main:
         return _run(cfg, folder, rt, resume, progress, hooks)
     if not resume:
@@ -471,7 +471,10 @@ def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: boo
              "channels_last" if rt.channels_last else "contiguous")  # fmt: skip
     ckpt = load_checkpoint(folder / CHECKPOINT) if resume else None
     trainer = Trainer(cfg, rt, checkpoint=ckpt, source=str(folder / CHECKPOINT))
-    if resume:
+    if resume and trainer.epoch >= int(cfg.train.epochs):
+        log.info("run %s is finished (%d of %d epochs): nothing to train; its evaluation and report are made "
+                 "again", folder, trainer.epoch, int(cfg.train.epochs))  # fmt: skip
+    elif resume:
         log.info("resuming %s at epoch %d step %d", folder, trainer.epoch + 1, trainer.start_step)
     if rt.main:
         record_or_check(folder, trainer.store, trainer.cache, resume)
