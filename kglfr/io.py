@@ -158,3 +158,39 @@ def folder_lock(folder: str | os.PathLike, what: str):
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+class TorchLoadError(Exception):
+    """``torch.load`` refused or failed on a file; ``reason`` in our words (never torch's advice to load it
+    unsafely, never the unpickler's opcodes), ``unsafe`` when the file refers to code."""
+
+    def __init__(self, reason: str, unsafe: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.unsafe = reason, unsafe
+
+
+def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, nothing in the file runs.
+    Raises :class:`TorchLoadError` with a reason fit for a user (torch's own message suggests loading the
+    file with ``weights_only=False``, which would run whatever code it holds: never repeat that)."""
+    import pickle
+    import re
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: not a user's concern
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)|global[: ]+'?([\w.]+)", str(e))
+        if found:
+            name = found.group(1) or found.group(2)
+            raise TorchLoadError(f"it refers to code ({name}); refused without running it", True) from None
+        raise TorchLoadError("it holds objects other than tensors and plain data, or is damaged; refused without "
+                             "running anything", True) from None  # fmt: skip
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, AttributeError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        first = first if "weights_only" not in first else type(e).__name__
+        raise TorchLoadError(f"truncated or damaged: {first[:160]}", False) from None

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kglfr.errors import KglfrError
-from kglfr.io import file_sha256
+from kglfr.io import TorchLoadError, file_sha256, torch_load_safe
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,9 @@ def _key_list(keys: list[str], limit: int = 4) -> str:
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or damaged file, or a pickle with arbitrary objects
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"cannot read weights file {path} (damaged or not a torch file): {msg}") from None
+        obj = torch_load_safe(path)
+    except TorchLoadError as e:
+        raise WeightsError(f"cannot read weights file {path}: {e.reason}") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):

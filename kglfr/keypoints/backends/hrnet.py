@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from kglfr.errors import KglfrError
+from kglfr.io import TorchLoadError, torch_load_safe
 from kglfr.keypoints.backends.base import BatchInfo, PoseBackend, PoseOutput, file_sha256, register_backend
 from kglfr.keypoints.decode import REFINEMENTS, decode_heatmaps, flip_back, heatmap_to_image
 from kglfr.keypoints.weights import hrnet_weights_path
@@ -62,13 +63,11 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds: UnpicklingError, RuntimeError, EOFError, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        why = f"{type(e).__name__}: {first}" if len(first) > 12 else f"{type(e).__name__} {first}".strip()
+        obj = torch_load_safe(path)
+    except TorchLoadError as e:
         raise KglfrError(
             f"cannot read pose weights {path} ({path.stat().st_size} bytes): not a PyTorch checkpoint, or a "
-            f"truncated one ({why}); pass the official pose_hrnet_w32_256x192.pth"
+            f"truncated or unsafe one ({e.reason}); pass the official pose_hrnet_w32_256x192.pth"
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
