@@ -194,3 +194,14 @@ def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
         first = first if "weights_only" not in first else type(e).__name__
         raise TorchLoadError(f"truncated or damaged: {first[:160]}", False) from None
+
+
+def not_a_file(path: str | os.PathLike, what: str) -> str:
+    """Why ``path`` cannot be read as the file ``what`` names: a folder, something other than a file, or
+    missing (for the one-line errors of every command that takes a file)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{what} {path} is a folder; give the file itself"
+    if path.exists():
+        return f"{what} {path} is not a regular file"
+    return f"{what} {path} does not exist"

@@ -199,6 +199,8 @@ class Store:
 def _read_manifest(path: Path) -> dict:
     """The checked manifest of the store at ``path``; ``StoreError`` saying what to do when it is damaged."""
     manifest_path = path / MANIFEST
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"store {path} is a file; a store is the folder 'kglfr prepare --out' made")
     if not path.is_dir():
         raise StoreError(f"store {path} does not exist; create it with 'kglfr prepare --out {path} ...'")
     if not manifest_path.is_file():

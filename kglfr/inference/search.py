@@ -248,7 +248,21 @@ def _gallery(model, gallery: Path, query_modality: Modality, gallery_modality, g
         raise KglfrError(f"gallery {gallery} has {fs.feats.shape[1]}-d features, the model gives "
                          f"{model.feature_dim}-d: extract it with this checkpoint")  # fmt: skip
     root = Path(gallery_root).expanduser() if gallery_root else None
+    if root is not None:
+        check_inside(root, fs.paths, gallery)
     return fs.feats, fs.pids, fs.paths, mods, root, "features file", gmod
+
+
+def check_inside(root: Path, paths, gallery: Path) -> None:
+    """Refuse a features file whose image paths leave ``root`` (absolute, or ``..`` out of it): the grid
+    draws only images under the gallery root the user named."""
+    base = root.resolve()
+    for p in paths:
+        target = (base / str(p)).resolve()
+        if Path(str(p)).is_absolute() or not target.is_relative_to(base):
+            raise KglfrError(f"gallery {gallery} lists {str(p)!r}, which is outside gallery_root {root}; "
+                             "features files hold paths relative to the gallery root: extract the gallery "
+                             "again from that root, or give its own root")  # fmt: skip
 
 
 def search(model, query, query_modality, gallery, *, gallery_modality=None, gallery_root=None, top: int = 10,
@@ -262,6 +276,8 @@ def search(model, query, query_modality, gallery, *, gallery_modality=None, gall
     from kglfr.eval.extract import parse_modality
 
     qmod = parse_modality(query_modality)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise KglfrError(f"top must be a whole number of at least 1, got {top!r}")
     if method not in ("auto", "exact", "faiss-flat", "faiss-ivf"):
         raise KglfrError(f"unknown search method {method!r}; use auto, exact, faiss-flat or faiss-ivf")
     if method.startswith("faiss") and not have_faiss():

@@ -24,7 +24,7 @@ from kglfr.data.images import decode_image
 from kglfr.data.records import Modality
 from kglfr.data.store import Store, resize
 from kglfr.errors import KglfrError, StoreError
-from kglfr.io import allocate, check_free_space, folder_lock, write_json_atomic
+from kglfr.io import allocate, check_free_space, folder_lock, not_a_file, write_json_atomic
 from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, build_backend
 from kglfr.keypoints.cache import (
     DEFAULT_HEATMAP_HW,
@@ -73,7 +73,7 @@ def build_pose_backend(name: str, store: Store, weights: str | Path | None = Non
     """Build pose backend ``name`` for ``store`` (its errors propagate as ``KglfrError``)."""
     check_device(device)
     if weights is not None and not Path(weights).expanduser().is_file():
-        raise KglfrError(f"weights file {weights} does not exist")
+        raise KglfrError(not_a_file(Path(weights).expanduser(), "weights file"))
     options: dict = {"weights": weights, "device": device}
     if name == "oracle":  # the oracle reads the ground truth beside the store's source images
         options["root"] = store.root

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from kglfr.errors import DiskFullError, KglfrError
-from kglfr.io import TorchLoadError, human_bytes, torch_load_safe, write_atomic
+from kglfr.io import TorchLoadError, human_bytes, not_a_file, torch_load_safe, write_atomic
 
 FORMAT = "kglfr-checkpoint"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive; a pickle (the legacy format) starts with 0x80, protocol
@@ -78,9 +78,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint safely; one clear ``CheckpointError`` for anything that is not a kglfr checkpoint."""
     path = Path(path).expanduser()
     if path.is_dir():
+        if not (path / "checkpoint.pt").exists():
+            raise CheckpointError(f"checkpoint {path} is a folder without checkpoint.pt (not a run folder); give "
+                                  "a checkpoint file or a run folder")  # fmt: skip
         path = path / "checkpoint.pt"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(not_a_file(path, "checkpoint"))
     _check_magic(path)
     try:
         data = torch_load_safe(path, map_location)
