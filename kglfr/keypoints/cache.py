@@ -191,7 +191,7 @@ def open_store(store: Store | str | Path) -> Store:
 
 
 def _rerun(store: Store, backend: str | None = None) -> str:
-    return f"re-run 'kglfr keypoints --store {store.path} --backend {backend or 'BACKEND'}'"
+    return f"re-run 'kglfr keypoints --store {store.path} --backend {backend or 'hrnet|blazepose|oracle'}'"
 
 
 def read_meta(folder: Path) -> dict | None:
@@ -254,7 +254,8 @@ def _checked_meta(store: Store, backend: str | None, identity: str | None) -> tu
                          f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
     meta = read_meta(folder)
     if meta is None or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {rerun}")
+        named = backend or (folder.name if folder.name != FOLDER else (meta or {}).get("backend"))
+        raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {_rerun(store, named)}")
     rerun = _rerun(store, backend or meta.get("backend"))
     if meta.get("store_key") != store_key(store):
         raise KglfrError(f"keypoint cache {folder} is stale: the store was prepared again (or changed) since; {rerun}")
