@@ -465,6 +465,7 @@ def _build(
         )
     bad_set = {b.relpath for b in bad}
     kept = np.flatnonzero([r.relpath not in bad_set for r in records]).astype(np.int64)
+    _warn_tiny(records, source_hw, kept, (height, width))
     if len(kept) != n:  # compact the pixel file over the skipped images
         for dst, src in enumerate(kept):
             if dst != src:
@@ -478,6 +479,19 @@ def _build(
     dt = time.perf_counter() - t0
     log.info("prepared %d images in %.1f s (%.0f images/s)", len(kept), dt, n / max(dt, 1e-9))
     return bad
+
+
+MIN_SOURCE_SIDE = 8  # a source image smaller than this on a side holds next to nothing of a person
+
+
+def _warn_tiny(records: Sequence[ImageRecord], source_hw: np.ndarray, kept: np.ndarray, size: tuple[int, int]) -> None:
+    """Warn about source images too small to show a person (a 1 x 1 image is stretched to the store size)."""
+    tiny = [int(i) for i in kept if min(source_hw[i]) < MIN_SOURCE_SIDE]
+    if tiny:
+        h, w = source_hw[tiny[0]]
+        log.warning("%d source images are smaller than %d pixels on a side (e.g. %s, %d x %d); they are stretched to "
+                    "%d x %d and show next to nothing of a person: remove them from the dataset, or check how they "
+                    "were made", len(tiny), MIN_SOURCE_SIDE, records[tiny[0]].relpath, h, w, *size)  # fmt: skip
 
 
 def _manifest(dataset, root, kept, source_hw, stats, fingerprint, options, bad) -> dict:

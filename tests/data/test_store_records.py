@@ -91,3 +91,13 @@ def test_exif_orientation_is_applied_by_the_one_decoder(tmp_path):
     torch.manual_seed(0)
     feats = embed_images(model, [tagged, plain], "visible", (32, 16))
     np.testing.assert_allclose(feats[0], feats[1], atol=1e-6)
+
+
+def test_tiny_images_and_ids_without_images_are_warned(tmp_path, caplog):
+    root = make_sysu(tmp_path / "sysu")
+    (root / "exp" / "test_id.txt").write_text("5,6,77\n")  # 77 has no folder
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(root / "cam1" / "0001" / "0001.jpg")
+    with caplog.at_level("WARNING", logger="kglfr"):
+        prepare_store(load_dataset("sysu", root), tmp_path / "store", height=32, width=16, progress=False)
+    assert "1 identities listed in the split files have no images (77)" in caplog.text
+    assert "1 source images are smaller than 8 pixels on a side (e.g. cam1/0001/0001.jpg, 1 x 1)" in caplog.text
