@@ -94,3 +94,13 @@ def test_an_override_without_a_section_says_how_overrides_look(capsys, tmp_path)
         main(["train", "--config", "demo", "data.store=x", "--out", out, "model=resnet18"])
     err = capsys.readouterr().err
     assert "overrides are section.key=value" in err and "Merge error" not in err
+
+
+def test_a_damaged_saved_config_is_one_line_on_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  store: [x\n")
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.yaml is not valid YAML at line" in err[0]
