@@ -101,3 +101,15 @@ def test_tiny_images_and_ids_without_images_are_warned(tmp_path, caplog):
         prepare_store(load_dataset("sysu", root), tmp_path / "store", height=32, width=16, progress=False)
     assert "1 identities listed in the split files have no images (77)" in caplog.text
     assert "1 source images are smaller than 8 pixels on a side (e.g. cam1/0001/0001.jpg, 1 x 1)" in caplog.text
+
+
+def test_prepare_force_leaves_an_open_store_readable_and_unchanged(tmp_path):
+    """A running training's memory map of the pixels survives prepare --force (new files renamed in)."""
+    dataset = load_dataset("sysu", make_sysu(tmp_path / "sysu"))
+    out = tmp_path / "store"
+    prepare_store(dataset, out, height=32, width=16, progress=False)
+    reader = Store.open(out)
+    before = np.array(reader.read_batch(np.arange(len(reader))))
+    prepare_store(dataset, out, height=48, width=24, force=True, progress=False)  # another size: another file
+    np.testing.assert_array_equal(reader.read_batch(np.arange(len(reader))), before)
+    assert Store.open(out).size == (48, 24)
