@@ -24,7 +24,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from kglfr.data.conventions import GALLERY_DRAWS
 from kglfr.model.resnet import Arch
-from kglfr.train.config_errors import ConfigError, read_config_text, resolve, shape_error, yaml_error
+from kglfr.train.config_errors import (
+    ConfigError,
+    plain_type_error,
+    read_config_text,
+    resolve,
+    shape_error,
+    yaml_error,
+)
 
 PRESET_DIR = Path(str(resources.files("kglfr") / "configs"))
 BASE_KEY = "_base_"
@@ -246,7 +253,7 @@ def _merge(schema: DictConfig, values: DictConfig | dict, source: str) -> DictCo
         shaped = shape_error(source, key, values, list(Config.__dataclass_fields__), _list_keys())
         if shaped:
             raise shaped from None
-        raise ConfigError(f"{source}: bad value for {key!r}: {msg}") from None
+        raise ConfigError(f"{source}: bad value for {key!r}: {plain_type_error(msg)}") from None
 
 
 def parse_overrides(overrides: list[str]) -> dict:

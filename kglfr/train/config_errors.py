@@ -83,3 +83,18 @@ def shape_error(source: str, key: str, values: object, sections: list[str], list
     if key in lists:
         return ConfigError(f"{source}: {key} must be a list, e.g. {key}=[40,70]")
     return None
+
+
+_TYPES = {"Integer": "a whole number", "Float": "a number", "bool": "true or false", "String": "a string"}
+
+
+def plain_type_error(msg: str) -> str:
+    """OmegaConf's "Value 'abc' of type 'str' could not be converted to Integer" as "must be a whole
+    number, got 'abc'"; other messages unchanged."""
+    import re as _re
+
+    found = _re.search(r"Value '(.*)' (?:of type '\w+' could not be converted to (\w+)|is not a valid (bool))", msg)
+    if not found:
+        return msg
+    want = _TYPES.get(found.group(2) or found.group(3), found.group(2) or found.group(3))
+    return f"must be {want}, got {found.group(1)!r}"

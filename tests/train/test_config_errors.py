@@ -104,3 +104,14 @@ def test_a_damaged_saved_config_is_one_line_on_resume(tmp_path, capsys):
     assert main(["train", "--resume", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.yaml is not valid YAML at line" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("train.epochs=abc", "must be a whole number, got 'abc'"), ("optim.lr=x", "must be a number, got 'x'"),
+     ("train.tensorboard=maybe", "must be true or false, got 'maybe'")],
+)  # fmt: skip
+def test_a_value_of_the_wrong_type_is_worded_without_omegaconf_types(override, message):
+    with pytest.raises(C.ConfigError, match=message) as e:
+        C.load_config("demo", [override])
+    assert "could not be converted" not in str(e.value) and "Integer" not in str(e.value)
