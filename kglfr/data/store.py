@@ -244,6 +244,14 @@ def _first_bad(name: str, values: list, ok, rule: str) -> str | None:
     return None
 
 
+def _only(values: list, allowed: Sequence) -> bool:
+    """Whether every value is one of ``allowed`` (a quick pass before the one naming the first bad value)."""
+    try:
+        return set(values) <= set(allowed)
+    except TypeError:  # an unhashable value (a list): not allowed
+        return False
+
+
 def _bad_record(manifest: dict) -> str | None:
     """What is wrong with a manifest's values (image size, modality, split, camera, pid, source size), checked
     when a store opens, so that training never starts on records it would misread; None if nothing."""
@@ -263,8 +271,9 @@ def _bad_record(manifest: dict) -> str | None:
         ("records.source_hw", cols["source_hw"], lambda v: isinstance(v, list) and len(v) == 2 and all(
             whole(x) and x >= 1 for x in v), "must be [height, width] of the source image"),
     ]  # fmt: skip
-    checks += [(f"trial_splits.{t}", v, lambda s: s in SPLITS, f"must be one of {', '.join(SPLITS)}")
-               for t, v in manifest["trial_splits"].items()]  # fmt: skip
+    checks += [(f"trial_splits.{t}", v, lambda s: isinstance(s, str) and s in SPLITS,
+                f"must be one of {', '.join(SPLITS)}") for t, v in manifest["trial_splits"].items()
+               if not _only(v, SPLITS)]  # fmt: skip
     for name, values, ok, rule in checks:
         bad = _first_bad(name, values, ok, rule)
         if bad:
