@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kglfr.errors import KglfrError
-from kglfr.io import TorchLoadError, file_sha256, torch_load_safe
+from kglfr.io import TorchLoadError, file_sha256, not_a_file, torch_load_safe
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def load_imagenet(model: nn.Module, path: str | Path, arch: str) -> Path:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} not found")
+        raise WeightsError(not_a_file(path, "weights file").replace("does not exist", "not found"))
     state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     # Files saved before torch 0.4.1 (e.g. resnet50-19c8e357.pth) lack the BN batch counters.
@@ -179,7 +179,7 @@ def load_pretrained(
     source = "imagenet" if pretrained == "imagenet" else "file"
     path = imagenet_file(arch, base_url=base_url, progress=progress) if source == "imagenet" else Path(pretrained)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} not found")
+        raise WeightsError(not_a_file(path, "weights file").replace("does not exist", "not found"))
     digest = file_sha256(path)
     if source == "imagenet" and not digest.startswith(_expected_prefix(path.name)):
         url = (base_url or os.environ.get(URL_ENV) or BASE_URL).rstrip("/") + "/" + path.name
