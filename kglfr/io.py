@@ -191,9 +191,10 @@ def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise TorchLoadError("it holds objects other than tensors and plain data, or is damaged; refused without "
                              "running anything", True) from None  # fmt: skip
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, AttributeError, TypeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-        first = first if "weights_only" not in first else type(e).__name__
-        raise TorchLoadError(f"truncated or damaged: {first[:160]}", False) from None
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
+        first = "" if "weights_only" in first else first
+        why = f"{type(e).__name__}: {first}" if len(first) > 12 else f"{type(e).__name__} {first}".strip()
+        raise TorchLoadError(f"truncated or damaged: {why[:160]}", False) from None
 
 
 def not_a_file(path: str | os.PathLike, what: str) -> str:

@@ -65,9 +65,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch_load_safe(path)
     except TorchLoadError as e:
+        what = "an unsafe file" if e.unsafe else "not a PyTorch checkpoint, or a truncated one"
         raise KglfrError(
-            f"cannot read pose weights {path} ({path.stat().st_size} bytes): not a PyTorch checkpoint, or a "
-            f"truncated or unsafe one ({e.reason}); pass the official pose_hrnet_w32_256x192.pth"
+            f"cannot read pose weights {path} ({path.stat().st_size} bytes): {what} ({e.reason}); pass the "
+            "official pose_hrnet_w32_256x192.pth"
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
