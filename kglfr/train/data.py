@@ -8,6 +8,7 @@ mid-epoch skips the steps it already took without reading their data.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections import deque
@@ -28,6 +29,8 @@ from kglfr.keypoints.cache import KeypointCache
 STREAM_TRANSFORM = 11
 STREAM_ERASING = 12
 STREAM_KEYPOINT = 13
+
+log = logging.getLogger(__name__)
 
 
 def step_generator(
@@ -108,6 +111,10 @@ class TrainData:
         except ValueError as e:
             raise KglfrError(f"store {store.path}: {e}") from None
         self.transform = TrainTransform(size, pad=pad, flip_prob=flip_prob, heatmap_size=heatmap_size)
+        if tuple(int(v) for v in size) != tuple(store.size):
+            log.warning("store %s holds %d x %d images and the config trains at %d x %d (data.height, data.width): "
+                        "every batch is resized; prepare the store at that size to train on it as is",
+                        store.path, *store.size, *size)  # fmt: skip
 
     @property
     def num_classes(self) -> int:

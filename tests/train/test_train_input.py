@@ -33,3 +33,15 @@ def test_threads_beyond_the_machine_are_refused_and_leave_no_folder(sysu_store, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "train.threads=100000 does not fit this machine" in err[0]
     assert not out.exists()
+
+
+def test_training_at_another_size_than_the_store_is_warned(sysu_store, caplog):
+    from kglfr.data.store import Store
+    from kglfr.train.data import TrainData
+
+    store = Store.open(sysu_store)
+    with caplog.at_level("WARNING", logger="kglfr.train.data"):
+        TrainData(store, None, size=tuple(store.size), ids_per_batch=2, per_modality=1)
+        assert "every batch is resized" not in caplog.text
+        TrainData(store, None, size=(64, 32), ids_per_batch=2, per_modality=1)
+    assert "holds 32 x 16 images and the config trains at 64 x 32 (data.height, data.width)" in caplog.text
