@@ -255,11 +255,12 @@ def _gallery(model, gallery: Path, query_modality: Modality, gallery_modality, g
 
 def check_inside(root: Path, paths, gallery: Path) -> None:
     """Refuse a features file whose image paths leave ``root`` (absolute, or ``..`` out of it): the grid
-    draws only images under the gallery root the user named."""
-    base = root.resolve()
+    draws only images under the gallery root the user named (symbolic links inside it are followed)."""
+    import os
+
     for p in paths:
-        target = (base / str(p)).resolve()
-        if Path(str(p)).is_absolute() or not target.is_relative_to(base):
+        norm = os.path.normpath(str(p))
+        if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
             raise KglfrError(f"gallery {gallery} lists {str(p)!r}, which is outside gallery_root {root}; "
                              "features files hold paths relative to the gallery root: extract the gallery "
                              "again from that root, or give its own root")  # fmt: skip

@@ -49,11 +49,11 @@ def test_search_refuses_top_0_and_gallery_paths_outside_its_root(model, tmp_path
     Image.fromarray(np.zeros((64, 32, 3), np.uint8)).save(q)
     root = tmp_path / "root"
     root.mkdir()
-    inside = _gallery(tmp_path, ["0001/a.jpg", "0002/b.jpg"])
+    inside = _gallery(tmp_path, ["0001/a.jpg", "0002/../0002/b.jpg"])
     assert search(model, q, "visible", inside, gallery_root=root, top=2).index.shape == (1, 2)
     with pytest.raises(KglfrError, match="top must be a whole number of at least 1, got 0"):
         search(model, q, "visible", inside, gallery_root=root, top=0)
-    for bad in ("../secret.jpg", "/etc/passwd"):
+    for bad in ("../secret.jpg", "/etc/passwd", "0001/../../x.jpg"):
         outside = _gallery(tmp_path, ["0001/a.jpg", bad])
         with pytest.raises(KglfrError, match=f"lists '{bad}', which is outside gallery_root"):
             search(model, q, "visible", outside, gallery_root=root)
