@@ -486,3 +486,11 @@ def test_forced_rebuild_of_another_size_leaves_an_open_cache_unchanged(fresh):
                          progress=False)  # fmt: skip
     assert result.computed == 0 and not result.cache.part_valid.any()  # re-thresholded in a copy
     np.testing.assert_array_equal(second.part_valid, valid)
+
+
+def test_a_swap_interrupted_between_its_renames_is_finished(fresh):
+    kp = fresh.path / "keypoints"
+    os.replace(kp / "oracle", kp / ".oracle.old")  # killed after moving the old cache aside, before the new one
+    result = build_cache(fresh, OracleBackend(root=fresh.root), progress=False)
+    assert result.computed == 0 and not (kp / ".oracle.old").exists()
+    KeypointCache.open(fresh, backend="oracle")
