@@ -173,6 +173,8 @@ def resolve_preset(name: str | Path) -> Path:
     p = Path(name).expanduser()
     if p.is_file():
         return p
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a folder; give a YAML file or a preset name ({', '.join(presets())})")
     q = PRESET_DIR / f"{name}.yaml"
     if q.is_file():
         return q

@@ -115,3 +115,8 @@ def test_a_value_of_the_wrong_type_is_worded_without_omegaconf_types(override, m
     with pytest.raises(C.ConfigError, match=message) as e:
         C.load_config("demo", [override])
     assert "could not be converted" not in str(e.value) and "Integer" not in str(e.value)
+
+
+def test_a_folder_given_as_the_config_is_named_a_folder(tmp_path):
+    with pytest.raises(C.ConfigError, match="is a folder; give a YAML file or a preset name"):
+        C.load_config(tmp_path)
