@@ -338,13 +338,15 @@ def load_config(preset: str | Path, overrides: list[str] | dict | None = None) -
     until the caller checks it with :func:`require`.
     """
     path = resolve_preset(preset)
-    cfg = resolve(_merge(OmegaConf.structured(Config), _read_yaml(path), str(path)), str(path))
-    _check(cfg, str(path))
+    cfg = _merge(OmegaConf.structured(Config), _read_yaml(path), str(path))
+    if resolve(cfg, str(path), final=False):  # else a value waits for a key an override sets (${data.store})
+        _check(cfg, str(path))
     items = [] if not overrides or isinstance(overrides, dict) else list(overrides)
     if isinstance(overrides, dict):
-        cfg = resolve(_merge(cfg, overrides, "override"), "override")
+        resolve(cfg := _merge(cfg, overrides, "override"), "override", final=False)
     for item in items:  # one at a time, so an error names the override
-        cfg = resolve(_merge(cfg, parse_overrides([item]), f"override {item!r}"), f"override {item!r}")
+        resolve(cfg := _merge(cfg, parse_overrides([item]), f"override {item!r}"), f"override {item!r}", final=False)
+    resolve(cfg, str(path))
     _check(cfg, "override" if isinstance(overrides, dict) else str(path), _override_sources(items))
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -358,7 +360,8 @@ def config_from_dict(values: dict, source: str = "saved config") -> DictConfig:
     """
     if isinstance(values.get("model"), dict) and values["model"].get("pretrained", "") is None:
         values = deep_merge(values, {"model": {"pretrained": "none"}})
-    cfg = resolve(_merge(OmegaConf.structured(Config), values, source), source)
+    cfg = _merge(OmegaConf.structured(Config), values, source)
+    resolve(cfg, source)
     _check(cfg, source)
     OmegaConf.set_readonly(cfg, True)
     return cfg

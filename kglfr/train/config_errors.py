@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationToMissingValueError, OmegaConfBaseException
 
 from kglfr.errors import KglfrError
 
@@ -47,11 +47,25 @@ def yaml_error(path: Path, e: yaml.YAMLError) -> ConfigError:
     return ConfigError(f"config {path} is not valid YAML{where}: {what}" + (f" ({context})" if context else ""))
 
 
-def resolve(cfg: DictConfig, source: str) -> DictConfig:
+def resolve(cfg: DictConfig, source: str, final: bool = True) -> bool:
     """Replace every interpolation (``${data.root}``, ``${oc.env:VAR}``) by its value now, in place: the run
-    saves, and resumes with, what they said when it started. One line for one that cannot be resolved."""
+    saves, and resumes with, what they said when it started. One line for one that cannot be resolved;
+    unless ``final``, one that refers to a key not set yet is left for a later override (False returned)."""
     try:
         OmegaConf.resolve(cfg)
+    except InterpolationToMissingValueError:
+        if not final:
+            return False
+        _raise_unresolved(cfg, source)
+    except OmegaConfBaseException:
+        _raise_unresolved(cfg, source)
+    return True
+
+
+def _raise_unresolved(cfg: DictConfig, source: str) -> None:
+    """The one-line ``ConfigError`` for the interpolation of ``cfg`` that cannot be resolved."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "a value"
         msg = str(e).splitlines()[0]
@@ -67,7 +81,7 @@ def resolve(cfg: DictConfig, source: str) -> DictConfig:
             raise ConfigError(f"{source}: {key} refers to a key that is not set ({msg.rsplit(': ', 1)[-1]}); "
                               "set it") from None  # fmt: skip
         raise ConfigError(f"{source}: {key} cannot be resolved ({msg})") from None
-    return cfg
+    raise ConfigError(f"{source}: an interpolation (${{...}}) cannot be resolved")
 
 
 def shape_error(source: str, key: str, values: object, sections: list[str], lists: list[str]) -> ConfigError | None:

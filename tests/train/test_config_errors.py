@@ -120,3 +120,10 @@ def test_a_value_of_the_wrong_type_is_worded_without_omegaconf_types(override, m
 def test_a_folder_given_as_the_config_is_named_a_folder(tmp_path):
     with pytest.raises(C.ConfigError, match="is a folder; give a YAML file or a preset name"):
         C.load_config(tmp_path)
+
+
+def test_a_file_may_refer_to_a_key_an_override_sets(tmp_path):
+    f = _file(tmp_path, b"eval:\n  gallery_perm: ${data.store}/perm.mat\n")
+    assert C.load_config(f, ["data.store=/s"]).eval.gallery_perm == "/s/perm.mat"
+    with pytest.raises(C.ConfigError, match=r"eval.gallery_perm refers to a key that is not set \(data.store\)"):
+        C.load_config(f)
