@@ -28,7 +28,7 @@ from kglfr.data.datasets.base import IMAGE_SUFFIXES, parse_layout
 from kglfr.data.datasets.base import image_folder as list_images  # recursive, one error when empty
 from kglfr.eval.extract import MODALITY_NAMES, calibrate_images, embed_images, parse_modality, preprocess, read_image
 from kglfr.model.quantize import float_model
-from kglfr.runtime import resolve_policy
+from kglfr.runtime import parse_device, resolve_policy
 
 IMAGE_EXTS = IMAGE_SUFFIXES  # the names this module had before they moved
 __all__ = ["IMAGE_EXTS", "MODALITY_NAMES", "ReIDModel", "embed_paths", "list_images", "load", "parse_layout",
@@ -40,7 +40,7 @@ class ReIDModel:
 
     def __init__(self, model: torch.nn.Module, checkpoint: dict, device: str | torch.device = "cpu",
                  path: str | Path | None = None, amp: str = "auto") -> None:  # fmt: skip
-        self.device = torch.device(device)
+        self.device = parse_device(device)
         self.policy = resolve_policy(self.device, amp)  # autocast dtype and memory format (kglfr.runtime)
         self.model = self.policy.model(model).eval()
         self.checkpoint = checkpoint
@@ -123,9 +123,10 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu", amp: str = 
     ``amp``: auto (the runtime policy: bf16 on a GPU that has it, fp16 on older GPUs, float32 on the CPU),
     off (float32), bf16, fp16, or int8 (CPU: int8 backbones calibrated on the first images of each
     modality the model embeds, :mod:`kglfr.model.quantize`); channels_last follows the policy."""
+    from kglfr.runtime import parse_device
     from kglfr.train.checkpoint import load_model
 
-    model, data = load_model(checkpoint, device)
+    model, data = load_model(checkpoint, parse_device(device))
     return ReIDModel(model, data, device, checkpoint, amp)
 
 

@@ -158,3 +158,51 @@ def folder_lock(folder: str | os.PathLike, what: str):
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+class TorchLoadError(Exception):
+    """``torch.load`` refused or failed on a file; ``reason`` in our words (never torch's advice to load it
+    unsafely, never the unpickler's opcodes), ``unsafe`` when the file refers to code."""
+
+    def __init__(self, reason: str, unsafe: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.unsafe = reason, unsafe
+
+
+def torch_load_safe(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, nothing in the file runs.
+    Raises :class:`TorchLoadError` with a reason fit for a user (torch's own message suggests loading the
+    file with ``weights_only=False``, which would run whatever code it holds: never repeat that)."""
+    import pickle
+    import re
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr: not a user's concern
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)|global[: ]+'?([\w.]+)", str(e))
+        if found:
+            name = found.group(1) or found.group(2)
+            raise TorchLoadError(f"it refers to code ({name}); refused without running it", True) from None
+        raise TorchLoadError("it holds objects other than tensors and plain data, or is damaged; refused without "
+                             "running anything", True) from None  # fmt: skip
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, AttributeError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
+        first = "" if "weights_only" in first else first
+        why = f"{type(e).__name__}: {first}" if len(first) > 12 else f"{type(e).__name__} {first}".strip()
+        raise TorchLoadError(f"truncated or damaged: {why[:160]}", False) from None
+
+
+def not_a_file(path: str | os.PathLike, what: str) -> str:
+    """Why ``path`` cannot be read as the file ``what`` names: a folder, something other than a file, or
+    missing (for the one-line errors of every command that takes a file)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{what} {path} is a folder; give the file itself"
+    if path.exists():
+        return f"{what} {path} is not a regular file"
+    return f"{what} {path} does not exist"

@@ -164,11 +164,25 @@ class Policy:
         return f"{self.device}, amp {self.amp_name}, {'channels_last' if self.channels_last else 'contiguous'}"
 
 
+def parse_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` (cpu, cuda, cuda:N); one line naming ``name`` for an unknown one or
+    a GPU torch does not see, instead of torch's error."""
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device))
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise KglfrError(f"unknown {name} {str(device)!r}; use cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise KglfrError(f"{name} {str(device)!r} was asked for but torch sees no CUDA GPU; use cpu")
+    return dev
+
+
 def resolve_policy(device: str | torch.device, amp: str = "auto", channels_last: str | bool = "auto",
                    name: str = "amp", training: bool = False) -> Policy:  # fmt: skip
     """The policy for ``device`` under the user's ``amp`` and ``channels_last`` (auto, on, off or a bool);
     ``training``: for a training step (float32 stays contiguous there on the CPU, see the module doc)."""
-    device = torch.device(device)
+    device = parse_device(device)
     dtype = amp_dtype(amp, device, name, training)
     if amp == "int8":  # the int8 kernels pick their own layout; the float head needs none
         return Policy(device, None, False, int8=True)
@@ -191,7 +205,17 @@ def input_format(model: torch.nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def set_threads(threads: int) -> None:
-    """``threads`` > 0: torch's intra-op threads; 0 keeps torch's default (one per core)."""
+MAX_THREADS_PER_CORE = 4  # more only slows torch down; tens of thousands crash it (exit 139)
+
+
+def set_threads(threads: int, name: str = "threads") -> None:
+    """``threads`` > 0: torch's intra-op threads; 0 keeps torch's default (one per core). More than
+    ``MAX_THREADS_PER_CORE`` per core of this machine is refused (``name`` is the parameter named)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads < 0 or threads > MAX_THREADS_PER_CORE * cores:
+        raise KglfrError(f"{name}={threads} does not fit this machine ({cores} CPU cores); use 0 (one thread a "
+                         f"core) or 1..{MAX_THREADS_PER_CORE * cores}")  # fmt: skip
     if threads > 0:
         torch.set_num_threads(threads)

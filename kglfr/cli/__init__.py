@@ -123,6 +123,7 @@ def fraction(text: str) -> float:
 
 
 OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)+=.*", re.DOTALL)
+OVERRIDE_HINT = " (overrides are section.key=value, e.g. model.arch=resnet18 train.epochs=5)"
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -134,7 +135,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     unknown = [t for t in extra if not (takes and OVERRIDE.fullmatch(t))]
     if unknown:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        hint = OVERRIDE_HINT if takes and any(re.fullmatch(r"\w+=.*", t) for t in unknown) else ""
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     if takes:
         args.overrides = [*args.overrides, *extra]
     return args

@@ -220,6 +220,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     policy = resolve_amp(args)
     model, data = load_model(args.checkpoint, args.device)
     model = policy.model(model)
+    made_by = made_by_checkpoint(args, store)
     size = tuple(data.get("input_size", store.size))
     trial = data.get("config", {}).get("data", {}).get("trial")
     t0 = time.perf_counter()
@@ -242,10 +243,10 @@ def run_checkpoint(args: argparse.Namespace) -> int:
               f"chance Rank-1 {ev.chance_rank1[name]:.2f})")  # fmt: skip
         print(format_table(result))
         if args.worst is not None:
-            print(f"results written to {write_result(result, f'{args.out}/{name}.json', policy.amp_name)}")
+            print(f"results written to {write_result(result, f'{args.out}/{name}.json', policy.amp_name, made_by)}")
         elif args.out:
             out = args.out if len(ev.results) == 1 else str(args.out).replace(".json", f"_{name}.json")
-            print(f"results written to {write_result(result, out, policy.amp_name)}")
+            print(f"results written to {write_result(result, out, policy.amp_name, made_by)}")
     if args.worst is not None:
         from kglfr.api import ReIDModel
         from kglfr.inference.failures import worst_queries
@@ -277,6 +278,15 @@ def write_page(args: argparse.Namespace, store, ev, model, data: dict, policy, s
                           weights=data.get("weights", "unknown"), amp=policy.amp_name, stages={"evaluation": seconds},
                           checkpoint=args.checkpoint, feature=args.feature,
                           run_folder=run_folder if (run_folder / "metrics.jsonl").is_file() else None)  # fmt: skip
+
+
+def made_by_checkpoint(args: argparse.Namespace, store) -> dict:
+    """What a result of --checkpoint was made from, for --out: the checkpoint (path, sha256), the store."""
+    from kglfr.io import file_sha256
+
+    return {"checkpoint": os.path.abspath(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+            "store": str(store.path.resolve()), "dataset": store.dataset, "feature": args.feature,
+            "flip": bool(args.flip)}  # fmt: skip
 
 
 def run_trials_folder(args: argparse.Namespace) -> int:

@@ -60,7 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=fraction, default=VALID_THRESHOLD,
                    help=f"keypoint confidence a part needs to be valid, 0..1 (default {VALID_THRESHOLD})")  # fmt: skip
     p.add_argument("--head", choices=("max", "sum"), default="max", help="head heatmap from the face maps")
-    p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even if the cache is up to date (built beside it "
+        "and swapped in when complete: a failed rebuild keeps the old cache)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--fetch-model",

@@ -12,6 +12,10 @@ which would otherwise clip every value above 255 to white:
 
 The scaled value is ``round((v - lo) / (hi - lo) * 255)``; NaN becomes 0. ``value_range`` does not
 apply to 8-bit images.
+
+An EXIF orientation tag (phone cameras store a portrait photo as a landscape one tagged "rotate 90")
+is applied here, so a tagged image and the same image physically rotated decode to the same pixels, in
+``prepare``, ``extract``, ``search`` and Grad-CAM alike.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from kglfr.errors import KglfrError
 
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 # Part of a store's fingerprint: stores decoded before high bit-depth images were scaled (where 16-bit
 # images came out white) are rebuilt once by the next ``prepare``.
-DECODER_VERSION = 2
+DECODER_VERSION = 3  # 3: the EXIF orientation is applied
 
 
 def check_value_range(value_range: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -62,9 +66,23 @@ def decode_image(path: str | Path, value_range: tuple[float, float] | None = Non
     """Decode an image file to H x W x 3 uint8 RGB; raises ``OSError`` for corrupt or truncated files.
 
     High bit-depth images are scaled per image (min-max) or by the fixed ``value_range`` (lo, hi)."""
-    with Image.open(path) as im:
-        im.load()  # PIL raises here on truncated data, where cv2 would return a half-grey image
+    with Image.open(path) as opened:
+        opened.load()  # PIL raises here on truncated data, where cv2 would return a half-grey image
+        im = ImageOps.exif_transpose(opened)  # a copy, upright, when the file has an orientation tag
         if im.mode in HIGH_DEPTH_MODES:
             grey = to_uint8(np.asarray(im), value_range)
             return np.repeat(grey[..., None], 3, axis=2)
         return np.asarray(im.convert("RGB"))
+
+
+ORIENTATION_TAG = 0x0112
+SWAPS_SIDES = (5, 6, 7, 8)  # EXIF orientations that turn the image by 90 degrees
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file as :func:`decode_image` returns it (EXIF orientation applied), read
+    from its header."""
+    with Image.open(path) as im:
+        w, h = im.size
+        turned = im.getexif().get(ORIENTATION_TAG) in SWAPS_SIDES
+    return (h, w) if turned else (w, h)

@@ -30,7 +30,7 @@ from PIL import Image
 
 from kglfr.data.datasets.base import VIDataset
 from kglfr.data.images import DECODER_VERSION, check_value_range, decode_image
-from kglfr.data.records import ImageRecord, Modality
+from kglfr.data.records import SPLITS, ImageRecord, Modality
 from kglfr.errors import StoreError
 from kglfr.io import LOCK_FILE, LockedError, allocate, folder_lock, write_json_atomic
 
@@ -67,7 +67,7 @@ def _stat(path: Path) -> tuple[int, int]:
 def listing_fingerprint(relpaths: Sequence[str], stats: Sequence[tuple[int, int]]) -> str:
     h = hashlib.sha1()
     for rel, (size, mtime) in zip(relpaths, stats, strict=True):
-        h.update(f"{rel}\0{size}\0{mtime}\n".encode())
+        h.update(f"{rel}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))  # undecodable file names
     return h.hexdigest()
 
 
@@ -199,6 +199,8 @@ class Store:
 def _read_manifest(path: Path) -> dict:
     """The checked manifest of the store at ``path``; ``StoreError`` saying what to do when it is damaged."""
     manifest_path = path / MANIFEST
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"store {path} is a file; a store is the folder 'kglfr prepare --out' made")
     if not path.is_dir():
         raise StoreError(f"store {path} does not exist; create it with 'kglfr prepare --out {path} ...'")
     if not manifest_path.is_file():
@@ -228,7 +230,55 @@ def _read_manifest(path: Path) -> dict:
             f"{manifest_path} is damaged (count is {n} but {', '.join(short[:3])}"
             f"{' ...' if len(short) > 3 else ''}); re-run 'kglfr prepare --force'"
         )
+    bad = _bad_record(manifest)
+    if bad:
+        raise StoreError(f"{manifest_path} is damaged ({bad}); re-run 'kglfr prepare --force' with the same options")
     return manifest
+
+
+def _first_bad(name: str, values: list, ok, rule: str) -> str | None:
+    """``"NAME[i] is V (RULE)"`` for the first value ``ok`` refuses, or None."""
+    for i, v in enumerate(values):
+        if not ok(v):
+            return f"{name}[{i}] is {v!r} ({rule})"
+    return None
+
+
+def _only(values: list, allowed: Sequence) -> bool:
+    """Whether every value is one of ``allowed`` (a quick pass before the one naming the first bad value)."""
+    try:
+        return set(values) <= set(allowed)
+    except TypeError:  # an unhashable value (a list): not allowed
+        return False
+
+
+def _bad_record(manifest: dict) -> str | None:
+    """What is wrong with a manifest's values (image size, modality, split, camera, pid, source size), checked
+    when a store opens, so that training never starts on records it would misread; None if nothing."""
+
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for key in ("height", "width"):
+        if not whole(manifest[key]) or not 1 <= manifest[key] <= MAX_SIDE:
+            return f"{key} is {manifest[key]!r} (must be 1..{MAX_SIDE})"
+    cols = manifest["records"]
+    checks = [
+        ("records.modality", cols["modality"], lambda v: whole(v) and v in (0, 1), "must be 0 visible or 1 infrared"),
+        ("records.camera", cols["camera"], lambda v: whole(v) and v >= 0, "must be a whole number >= 0"),
+        ("records.pid", cols["pid"], whole, "must be a whole number"),
+        ("records.relpath", cols["relpath"], lambda v: isinstance(v, str) and v != "", "must be a file name"),
+        ("records.source_hw", cols["source_hw"], lambda v: isinstance(v, list) and len(v) == 2 and all(
+            whole(x) and x >= 1 for x in v), "must be [height, width] of the source image"),
+    ]  # fmt: skip
+    checks += [(f"trial_splits.{t}", v, lambda s: isinstance(s, str) and s in SPLITS,
+                f"must be one of {', '.join(SPLITS)}") for t, v in manifest["trial_splits"].items()
+               if not _only(v, SPLITS)]  # fmt: skip
+    for name, values, ok, rule in checks:
+        bad = _first_bad(name, values, ok, rule)
+        if bad:
+            return bad
+    return None
 
 
 def _existing_manifest(out: Path) -> dict | None:
@@ -424,6 +474,7 @@ def _build(
         )
     bad_set = {b.relpath for b in bad}
     kept = np.flatnonzero([r.relpath not in bad_set for r in records]).astype(np.int64)
+    _warn_tiny(records, source_hw, kept, (height, width))
     if len(kept) != n:  # compact the pixel file over the skipped images
         for dst, src in enumerate(kept):
             if dst != src:
@@ -437,6 +488,19 @@ def _build(
     dt = time.perf_counter() - t0
     log.info("prepared %d images in %.1f s (%.0f images/s)", len(kept), dt, n / max(dt, 1e-9))
     return bad
+
+
+MIN_SOURCE_SIDE = 8  # a source image smaller than this on a side holds next to nothing of a person
+
+
+def _warn_tiny(records: Sequence[ImageRecord], source_hw: np.ndarray, kept: np.ndarray, size: tuple[int, int]) -> None:
+    """Warn about source images too small to show a person (a 1 x 1 image is stretched to the store size)."""
+    tiny = [int(i) for i in kept if min(source_hw[i]) < MIN_SOURCE_SIDE]
+    if tiny:
+        h, w = source_hw[tiny[0]]
+        log.warning("%d source images are smaller than %d pixels on a side (e.g. %s, %d x %d); they are stretched to "
+                    "%d x %d and show next to nothing of a person: remove them from the dataset, or check how they "
+                    "were made", len(tiny), MIN_SOURCE_SIDE, records[tiny[0]].relpath, h, w, *size)  # fmt: skip
 
 
 def _manifest(dataset, root, kept, source_hw, stats, fingerprint, options, bad) -> dict:

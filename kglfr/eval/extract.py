@@ -23,6 +23,7 @@ from kglfr.data.images import decode_image
 from kglfr.data.records import TEST, TRAIN, Modality
 from kglfr.errors import KglfrError
 from kglfr.eval.features import FeatureSet, check_features
+from kglfr.io import not_a_file
 from kglfr.model.quantize import CALIBRATION_IMAGES, Int8Model
 from kglfr.runtime import input_format
 
@@ -54,7 +55,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """H x W x 3 uint8 RGB, or a ``KglfrError`` naming the file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise KglfrError(f"image {path} does not exist")
+        raise KglfrError(not_a_file(path, "image"))
     try:
         return decode_image(path)  # 16-bit and float images scaled per image, as prepare does by default
     except Exception as e:  # PIL raises several types for corrupt data
@@ -68,6 +69,8 @@ def _as_array(image) -> np.ndarray:
         a = np.repeat(a[..., None], 3, axis=2)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
         raise KglfrError(f"an image must be H x W x 3 uint8 RGB, got {a.shape} {a.dtype}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise KglfrError(f"an image is empty ({a.shape[0]} x {a.shape[1]} pixels); give images of at least 1 x 1")
     return np.ascontiguousarray(a)
 
 
@@ -79,8 +82,12 @@ def preprocess(images, size: tuple[int, int], device: str | torch.device = "cpu"
 
     transform = TestTransform(size)
     if isinstance(images, torch.Tensor):
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise KglfrError(f"an image tensor must be B x 3 x H x W, got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape) == 0:
+            raise KglfrError(f"an image tensor must be B x 3 x H x W with B, H, W >= 1, got {tuple(images.shape)}")
+        if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+            bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+            raise KglfrError(f"{bad} of {len(images)} images hold NaN or infinite values; features of them would "
+                             "be NaN: check how the images were made")  # fmt: skip
         return transform(images.to(device))["images"]
     if isinstance(images, (str, Path, np.ndarray)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
         images = [images]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kglfr.errors import KglfrError
-from kglfr.io import file_sha256, write_atomic
+from kglfr.io import file_sha256, not_a_file, write_atomic
 
 REQUIRED_KEYS = ("feats", "pids", "cams", "paths")
 OPTIONAL_KEYS = ("modalities",)
@@ -109,7 +109,7 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
     path = Path(path)
     source = str(path)
     if not path.is_file():
-        raise FeatureFileError(f"features file {path} does not exist")
+        raise FeatureFileError(not_a_file(path, "features file"))
     if not zipfile.is_zipfile(path):
         raise FeatureFileError(f"{source} is not a readable .npz file (not a zip archive of arrays)")
     try:

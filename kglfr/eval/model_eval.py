@@ -89,6 +89,9 @@ def evaluate_model(
     indices = store.indices(TEST, trial)
     if not len(indices):
         raise KglfrError(f"store {store.path} has no test images (trial {trial})")
+    if tuple(int(v) for v in size) != tuple(store.size):
+        log.warning("store %s holds %d x %d images and the model takes %d x %d: they are resized (scores may differ "
+                    "from a store prepared at the model's size)", store.path, *store.size, *size)  # fmt: skip
     feats = store_features(model, store, indices, size, batch_size, device, flip, amp_dtype, progress)
     sets = feature_sets_of(store, feats, indices)
     results: dict[str, dict[str, ProtocolResult]] = {}

@@ -56,10 +56,13 @@ def result_to_dict(result: ProtocolResult) -> dict:
     }
 
 
-def write_result(result: ProtocolResult, path: str | os.PathLike, amp: str | None = None) -> Path:
+def write_result(result: ProtocolResult, path: str | os.PathLike, amp: str | None = None,
+                 made_by: dict | None = None) -> Path:  # fmt: skip
     """Write :func:`result_to_dict` as JSON, atomically; ``amp``: the autocast dtype the features were
-    computed in (``off``, ``bfloat16``, ``float16``), recorded when given."""
-    return write_json_atomic(path, result_to_dict(result) | ({} if amp is None else {"amp": amp}), indent=2)
+    computed in (``off``, ``bfloat16``, ``float16``), recorded when given; ``made_by``: what made the
+    result (the checkpoint's path and sha256, the store), recorded when given."""
+    extra = ({} if amp is None else {"amp": amp}) | ({} if made_by is None else {"made_by": made_by})
+    return write_json_atomic(path, result_to_dict(result) | extra, indent=2)
 
 
 def header_line(result: ProtocolResult) -> str:

@@ -212,13 +212,12 @@ def query_images(query: str | Path) -> tuple[list[Path], list[str]]:
 
 def degenerate_images(files: list[Path]) -> list[str]:
     """Warnings for images too small or too elongated to give a meaningful feature (read from the header)."""
-    from PIL import Image
+    from kglfr.data.images import image_size
 
     out = []
     for f in files:
         try:
-            with Image.open(f) as im:
-                w, h = im.size
+            w, h = image_size(f)
         except Exception:  # unreadable: embedding it names the file
             continue
         if min(w, h) < MIN_SIDE or max(w, h) / max(min(w, h), 1) > MAX_ASPECT:
@@ -249,7 +248,22 @@ def _gallery(model, gallery: Path, query_modality: Modality, gallery_modality, g
         raise KglfrError(f"gallery {gallery} has {fs.feats.shape[1]}-d features, the model gives "
                          f"{model.feature_dim}-d: extract it with this checkpoint")  # fmt: skip
     root = Path(gallery_root).expanduser() if gallery_root else None
+    if root is not None:
+        check_inside(root, fs.paths, gallery)
     return fs.feats, fs.pids, fs.paths, mods, root, "features file", gmod
+
+
+def check_inside(root: Path, paths, gallery: Path) -> None:
+    """Refuse a features file whose image paths leave ``root`` (absolute, or ``..`` out of it): the grid
+    draws only images under the gallery root the user named (symbolic links inside it are followed)."""
+    import os
+
+    for p in paths:
+        norm = os.path.normpath(str(p))
+        if os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+            raise KglfrError(f"gallery {gallery} lists {str(p)!r}, which is outside gallery_root {root}; "
+                             "features files hold paths relative to the gallery root: extract the gallery "
+                             "again from that root, or give its own root")  # fmt: skip
 
 
 def search(model, query, query_modality, gallery, *, gallery_modality=None, gallery_root=None, top: int = 10,
@@ -263,6 +277,8 @@ def search(model, query, query_modality, gallery, *, gallery_modality=None, gall
     from kglfr.eval.extract import parse_modality
 
     qmod = parse_modality(query_modality)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise KglfrError(f"top must be a whole number of at least 1, got {top!r}")
     if method not in ("auto", "exact", "faiss-flat", "faiss-ivf"):
         raise KglfrError(f"unknown search method {method!r}; use auto, exact, faiss-flat or faiss-ivf")
     if method.startswith("faiss") and not have_faiss():

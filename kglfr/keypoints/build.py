@@ -10,9 +10,9 @@ or stale one, and re-thresholds part validity without running the backend again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from kglfr.data.images import decode_image
 from kglfr.data.records import Modality
 from kglfr.data.store import Store, resize
 from kglfr.errors import KglfrError, StoreError
-from kglfr.io import allocate, check_free_space, folder_lock, write_json_atomic
+from kglfr.io import allocate, check_free_space, folder_lock, not_a_file, write_json_atomic
 from kglfr.keypoints.backends.base import COCO17, BatchInfo, PoseBackend, build_backend
 from kglfr.keypoints.cache import (
     DEFAULT_HEATMAP_HW,
@@ -43,6 +43,7 @@ from kglfr.keypoints.cache import (
     memmaps,
     migrate_legacy,
     open_store,
+    partial_folder,
     read_meta,
     store_key,
 )
@@ -72,7 +73,7 @@ def build_pose_backend(name: str, store: Store, weights: str | Path | None = Non
     """Build pose backend ``name`` for ``store`` (its errors propagate as ``KglfrError``)."""
     check_device(device)
     if weights is not None and not Path(weights).expanduser().is_file():
-        raise KglfrError(f"weights file {weights} does not exist")
+        raise KglfrError(not_a_file(Path(weights).expanduser(), "weights file"))
     options: dict = {"weights": weights, "device": device}
     if name == "oracle":  # the oracle reads the ground truth beside the store's source images
         options["root"] = store.root
@@ -122,22 +123,22 @@ def build_cache(
     want = _wanted_meta(store, backend, hw, head, head_point, threshold, input_hw)
     with folder_lock(store.path, "store"):
         migrate_legacy(store)
-        folder = cache_folder(store, backend.name)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder, partial = cache_folder(store, backend.name), partial_folder(store, backend.name)
+        _recover_swap(folder, partial)
         found = _reuse_or_start(store, folder, want, force)
         if isinstance(found, BuildResult):
             return found
         meta, resumed = found
-        done = np.memmap(folder / "done.u8", dtype=np.uint8, mode="r+", shape=(len(store),))
+        done = np.memmap(partial / "done.u8", dtype=np.uint8, mode="r+", shape=(len(store),))
         todo = np.flatnonzero(done == 0)[:max_images]
         if resumed:
             log.info("resuming keypoint cache %s: %d of %d images left", folder, len(todo), len(store))
         run = _Run(store, backend, hw, head, head_point, input_hw)
-        run.fill(memmaps(folder, len(store), hw, "r+"), done, todo, batch_size, progress, commit_seconds)
+        run.fill(memmaps(partial, len(store), hw, "r+"), done, todo, batch_size, progress, commit_seconds)
         if not done.all():  # stopped early on purpose (max_images)
             return BuildResult(None, {}, len(todo), resumed)
         del done
-        cache, summary = _finish(store, folder, meta)
+        cache, summary = _finish(store, partial, meta, folder)
         return BuildResult(cache, summary, len(todo), resumed)
 
 
@@ -188,29 +189,54 @@ def _wanted_meta(
 
 def _reuse_or_start(store: Store, folder: Path, want: dict, force: bool) -> BuildResult | tuple[dict, bool]:
     """The result when the cache in ``folder`` is up to date (or needs only a new threshold); else the
-    meta of the run to do and whether it resumes an interrupted one (new files are allocated if not)."""
+    meta of the build to do in the partial folder beside it and whether it resumes an interrupted one
+    (new files are allocated there if not). The cache in ``folder`` is left as it is until then."""
     n, hw, threshold = want["count"], tuple(want["heatmap_hw"]), want["threshold"]
     old = read_meta(folder)
+    partial = folder.with_name(f".{folder.name}.partial")
+    if old is not None and not old.get("complete") and not partial.exists():
+        os.replace(folder, partial)  # an interrupted in-place build of an older kglfr: resume it beside
+        old = None
     same_but_threshold = old is not None and all(old.get(k) == v for k, v in want.items() if k != "threshold")
-    same = same_but_threshold and old.get("threshold") == threshold
-    intact = old is not None and files_ok(folder, n, hw)
-    damaged = False
-    if same_but_threshold and intact and old.get("complete") and not force:
+    if same_but_threshold and old.get("complete") and files_ok(folder, n, hw) and not force:
         # both shortcuts reuse the cached data: only if they are intact (one read of the files)
         if checksum(folder, hw) == old.get("checksum"):
-            if not same:
+            if old.get("threshold") != threshold:
                 return _rethreshold(store, folder, old, threshold)
             log.info("keypoint cache %s is up to date (%s); force=True rebuilds it", folder, want["backend"])
             cache = KeypointCache.open(store, want["backend"], want["identity"], verify=False)
             return BuildResult(cache, cache.summary(), 0, False)
         log.warning("keypoint cache %s is damaged (checksum mismatch); rebuilding it", folder)
-        damaged = True
-    if same and intact and not force and not damaged:  # an interrupted run with these settings
-        return old, True
-    if old is not None and not same and not damaged:
-        log.info("replacing keypoint cache %s (%s, %s)", folder, old.get("backend"), old.get("identity"))
-    _allocate_files(folder, n, hw, want)
-    return read_meta(folder), False
+    building = read_meta(partial)
+    if building is not None and not force and files_ok(partial, n, hw) and \
+            all(building.get(k) == v for k, v in want.items()):  # fmt: skip
+        return building, True  # an interrupted build with these settings
+    if old is not None:
+        log.info("building a new keypoint cache beside %s (%s, %s), which is kept until the new one is complete",
+                 folder, old.get("backend"), old.get("identity"))  # fmt: skip
+    _allocate_files(partial, n, hw, want)
+    return read_meta(partial), False
+
+
+def _recover_swap(folder: Path, partial: Path) -> None:
+    """Finish a swap that stopped between its two renames (``folder`` gone, the old cache aside)."""
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists() and not folder.exists():
+        done = (read_meta(partial) or {}).get("complete")
+        os.replace(partial if done else old, folder)
+        log.warning("recovered keypoint cache %s after an interrupted replacement", folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap_in(partial: Path, folder: Path) -> None:
+    """Rename the complete cache in ``partial`` onto ``folder``. A training reading the old cache keeps its
+    memory maps of the old files (renamed, then unlinked: never rewritten), so it goes on unchanged."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(partial, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -313,61 +339,62 @@ def source_image(store: Store, i: int, input_hw: tuple[int, int]) -> np.ndarray:
 
 
 def _allocate_files(folder: Path, n: int, hw: tuple[int, int], want: dict) -> None:
-    """Start a new cache: ``meta.json`` marked incomplete and zeroed data files with their disk space
-    reserved (a full disk is refused here, saying how much is needed, and leaves no files behind)."""
-    files = [folder / a.file for a in array_specs(hw).values()] + [folder / "done.u8"]
-    replaced = sum(p.stat().st_size for p in files if p.is_file())
+    """Start a new cache in ``folder`` (the partial one, emptied first): ``meta.json`` marked incomplete and
+    zeroed data files with their disk space reserved (a full disk is refused here, saying how much is
+    needed, and leaves no files behind)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     try:
-        check_free_space(folder, max(n * bytes_per_image(hw) - replaced, 0), f"the keypoint cache of {n} images")
-    except KglfrError:
-        _remove_if_empty(folder)
-        raise
-    (folder / "done.u8").unlink(missing_ok=True)
-    (folder / SUMMARY).unlink(missing_ok=True)
-    write_json_atomic(folder / META, {**want, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    try:
+        check_free_space(folder, n * bytes_per_image(hw), f"the keypoint cache of {n} images")
+        write_json_atomic(folder / META, {**want, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         for a in array_specs(hw).values():
             allocate(folder / a.file, n * np.dtype(a.dtype).itemsize * int(np.prod(a.shape)),
                      f"the keypoint cache of {n} images")  # fmt: skip
         allocate(folder / "done.u8", n, f"the keypoint cache of {n} images")
     except BaseException:
-        for p in [*files, folder / META]:
-            p.unlink(missing_ok=True)
-        _remove_if_empty(folder)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not empty: another file is there
-        folder.rmdir()
-
-
-def _finish(store: Store, folder: Path, meta: dict) -> tuple[KeypointCache, dict]:
+def _finish(store: Store, partial: Path, meta: dict, folder: Path) -> tuple[KeypointCache, dict]:
     """Part validity from the cached keypoints at ``meta["threshold"]`` (computed here only, for every image,
-    so a resumed run needs nothing else), the summary, the checksum, and ``meta.json`` marked complete
-    (last, atomically)."""
+    so a resumed run needs nothing else), the summary, the checksum, ``meta.json`` marked complete (last,
+    atomically), then the cache in ``partial`` renamed onto ``folder``."""
     hw = tuple(meta["heatmap_hw"])
-    arrays = memmaps(folder, len(store), hw, "r+")
+    arrays = memmaps(partial, len(store), hw, "r+")
     valid = np.asarray(part_centres(np.asarray(arrays["coords"]), meta["threshold"])[1])
     arrays["part_valid"][:] = valid
     arrays["part_valid"].flush()
     arrays.clear()  # close the write maps before the checksum reads the files
     summary = summarise(valid, store.modalities, meta["backend"], meta["threshold"])
-    write_json_atomic(folder / SUMMARY, summary)
-    meta = {**meta, "complete": True, "checksum": checksum(folder, hw),
+    write_json_atomic(partial / SUMMARY, summary)
+    meta = {**meta, "complete": True, "checksum": checksum(partial, hw),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-    write_json_atomic(folder / META, meta)
+    write_json_atomic(partial / META, meta)
+    _swap_in(partial, folder)
+    log.info("keypoint cache %s complete (%s, %s)", folder, meta["backend"], meta["identity"])
     return KeypointCache.open(store, meta["backend"], meta["identity"], verify=False), summary
 
 
 def _rethreshold(store: Store, folder: Path, meta: dict, threshold: float) -> BuildResult:
     """Only the confidence threshold changed: recompute part validity from the cached keypoints, no backend
-    run. The cache is marked incomplete meanwhile; an interruption is finished by the next run."""
+    run, in a copy of the cache (its data files hard-linked, never written) swapped in when done."""
     log.info("keypoint cache %s: recomputing part validity at threshold %g (was %g)", folder, threshold,
              meta["threshold"])  # fmt: skip
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    written = (array_specs(tuple(meta["heatmap_hw"]))["part_valid"].file, META, SUMMARY)
+    for p in (p for p in folder.iterdir() if p.is_file()):
+        try:
+            if p.name in written:
+                raise OSError("copied: this file is rewritten")
+            os.link(p, partial / p.name)
+        except OSError:
+            shutil.copy2(p, partial / p.name)
     meta = {**meta, "threshold": threshold, "complete": False}
-    write_json_atomic(folder / META, meta)
-    cache, summary = _finish(store, folder, meta)
+    write_json_atomic(partial / META, meta)
+    cache, summary = _finish(store, partial, meta, folder)
     return BuildResult(cache, summary, 0, False)
 
 

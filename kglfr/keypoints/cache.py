@@ -105,7 +105,7 @@ def store_key(store: Store) -> str:
     h = hashlib.sha1()
     h.update(f"{store.manifest.get('fingerprint')}\0{len(store)}\0{store.size[0]}x{store.size[1]}\n".encode())
     for rel in store.relpaths:
-        h.update(rel.encode() + b"\n")
+        h.update(rel.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
 
 
@@ -116,10 +116,23 @@ def cache_folder(store: Store, backend: str) -> Path:
     return store.path / FOLDER / backend
 
 
+def partial_folder(store: Store, backend: str) -> Path:
+    """Where ``build_cache`` builds ``backend``'s cache (``STORE/keypoints/.BACKEND.partial``) before it
+    renames it onto :func:`cache_folder`: the cache a training reads never changes under it."""
+    return cache_folder(store, backend).with_name(f".{backend}.partial")
+
+
+def _cache_dirs(root: Path) -> list[Path]:
+    """The backends' cache folders under ``root`` (hidden ones, caches being built, left out)."""
+    if not root.is_dir():
+        return []
+    return [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / META).is_file()]
+
+
 def cache_backends(store: Store) -> list[str]:
     """The backends with a keypoint cache (complete or not) in ``store``, sorted."""
     root = store.path / FOLDER
-    names = {d.name for d in root.iterdir() if d.is_dir() and (d / META).is_file()} if root.is_dir() else set()
+    names = {d.name for d in _cache_dirs(root)}
     if (root / META).is_file():  # an old single-folder cache
         names.add(str((read_meta(root) or {}).get("backend", "unknown")))
     return sorted(names)
@@ -136,9 +149,7 @@ def _find_folder(store: Store, backend: str | None) -> Path | None:
     if backend is not None:
         folder = cache_folder(store, backend)
         return folder if (folder / META).is_file() else None
-    if not root.is_dir():
-        return None
-    found = [d for d in root.iterdir() if d.is_dir() and (d / META).is_file()]
+    found = _cache_dirs(root)
     if not found:
         return None
     complete = [d for d in found if (read_meta(d) or {}).get("complete")] or found
@@ -148,6 +159,14 @@ def _find_folder(store: Store, backend: str | None) -> Path | None:
                  "to train, --keypoints NAME in kglfr viz keypoints)",
                  store.path, ", ".join(sorted(d.name for d in complete)), pick.name)  # fmt: skip
     return pick
+
+
+def _building(store: Store) -> str | None:
+    """The backend of a cache being built (or interrupted while built) in ``store``, if any."""
+    root = store.path / FOLDER
+    found = sorted(d for d in root.iterdir() if d.name.endswith(".partial") and (d / META).is_file()) \
+        if root.is_dir() else []  # fmt: skip
+    return str((read_meta(found[0]) or {}).get("backend") or "") or None if found else None
 
 
 def migrate_legacy(store: Store) -> None:
@@ -173,7 +192,7 @@ def open_store(store: Store | str | Path) -> Store:
 
 
 def _rerun(store: Store, backend: str | None = None) -> str:
-    return f"re-run 'kglfr keypoints --store {store.path} --backend {backend or 'BACKEND'}'"
+    return f"re-run 'kglfr keypoints --store {store.path} --backend {backend or 'hrnet|blazepose|oracle'}'"
 
 
 def read_meta(folder: Path) -> dict | None:
@@ -222,6 +241,11 @@ def _checked_meta(store: Store, backend: str | None, identity: str | None) -> tu
     rerun = _rerun(store, backend)
     if folder is None:
         others = cache_backends(store)
+        building = backend if backend is not None and (partial_folder(store, backend) / META).is_file() else None
+        building = building or (None if backend is not None or others else _building(store))
+        if building:
+            raise KglfrError(f"the keypoint cache of store {store.path} is incomplete (an interrupted run); "
+                             f"{_rerun(store, building)} to finish it")  # fmt: skip
         if backend is not None and others:
             raise KglfrError(
                 f"store {store.path} has no keypoint cache of backend {backend!r} (it has {', '.join(others)}); "
@@ -231,7 +255,8 @@ def _checked_meta(store: Store, backend: str | None, identity: str | None) -> tu
                          f"--backend {backend or 'hrnet|blazepose|oracle'}'")  # fmt: skip
     meta = read_meta(folder)
     if meta is None or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {rerun}")
+        named = backend or (folder.name if folder.name != FOLDER else (meta or {}).get("backend"))
+        raise KglfrError(f"keypoint cache {folder} is damaged or of another version; {_rerun(store, named)}")
     rerun = _rerun(store, backend or meta.get("backend"))
     if meta.get("store_key") != store_key(store):
         raise KglfrError(f"keypoint cache {folder} is stale: the store was prepared again (or changed) since; {rerun}")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kglfr.errors import KglfrError
-from kglfr.io import file_sha256
+from kglfr.io import TorchLoadError, file_sha256, not_a_file, torch_load_safe
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,9 @@ def _key_list(keys: list[str], limit: int = 4) -> str:
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or damaged file, or a pickle with arbitrary objects
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"cannot read weights file {path} (damaged or not a torch file): {msg}") from None
+        obj = torch_load_safe(path)
+    except TorchLoadError as e:
+        raise WeightsError(f"cannot read weights file {path}: {e.reason}") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
@@ -151,7 +150,7 @@ def load_imagenet(model: nn.Module, path: str | Path, arch: str) -> Path:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} not found")
+        raise WeightsError(not_a_file(path, "weights file").replace("does not exist", "not found"))
     state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith("fc.")}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     # Files saved before torch 0.4.1 (e.g. resnet50-19c8e357.pth) lack the BN batch counters.
@@ -180,7 +179,7 @@ def load_pretrained(
     source = "imagenet" if pretrained == "imagenet" else "file"
     path = imagenet_file(arch, base_url=base_url, progress=progress) if source == "imagenet" else Path(pretrained)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} not found")
+        raise WeightsError(not_a_file(path, "weights file").replace("does not exist", "not found"))
     digest = file_sha256(path)
     if source == "imagenet" and not digest.startswith(_expected_prefix(path.name)):
         url = (base_url or os.environ.get(URL_ENV) or BASE_URL).rstrip("/") + "/" + path.name

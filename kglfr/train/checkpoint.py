@@ -18,7 +18,6 @@ those: a file that carries code (a crafted pickle) is refused before anything in
 from __future__ import annotations
 
 import errno
-import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from kglfr.errors import DiskFullError, KglfrError
-from kglfr.io import human_bytes, write_atomic
+from kglfr.io import TorchLoadError, human_bytes, not_a_file, torch_load_safe, write_atomic
 
 FORMAT = "kglfr-checkpoint"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive; a pickle (the legacy format) starts with 0x80, protocol
@@ -79,19 +78,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint safely; one clear ``CheckpointError`` for anything that is not a kglfr checkpoint."""
     path = Path(path).expanduser()
     if path.is_dir():
+        if not (path / "checkpoint.pt").exists():
+            raise CheckpointError(f"checkpoint {path} is a folder without checkpoint.pt (not a run folder); give "
+                                  "a checkpoint file or a run folder")  # fmt: skip
         path = path / "checkpoint.pt"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(not_a_file(path, "checkpoint"))
     _check_magic(path)
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a safe kglfr checkpoint: it holds objects other than tensors and "
-                              f"plain data, refused without running them ({first[:160]})") from None  # fmt: skip
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise CheckpointError(f"{path} is not a kglfr checkpoint (truncated or damaged: {first[:160]})") from None
+        data = torch_load_safe(path, map_location)
+    except TorchLoadError as e:
+        if e.unsafe:
+            raise CheckpointError(f"{path} is not a safe kglfr checkpoint: {e.reason}") from None
+        raise CheckpointError(f"{path} is not a kglfr checkpoint ({e.reason})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a kglfr checkpoint (no '{FORMAT}' format tag)")
     if data.get("version") != VERSION:

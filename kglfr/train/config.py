@@ -25,15 +25,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kglfr.data.conventions import GALLERY_DRAWS
-from kglfr.errors import KglfrError
 from kglfr.model.resnet import Arch
+from kglfr.train.config_errors import (
+    ConfigError,
+    plain_type_error,
+    read_config_text,
+    resolve,
+    shape_error,
+    yaml_error,
+)
 
 PRESET_DIR = Path(str(resources.files("kglfr") / "configs"))
 BASE_KEY = "_base_"
-
-
-class ConfigError(KglfrError):
-    """A config file or override that does not fit the schema."""
 
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -162,6 +165,10 @@ def _fields() -> dict[str, tuple[Any, Any]]:
     return out
 
 
+def _list_keys() -> list[str]:
+    return [k for k, (_f, t) in _fields().items() if get_origin(t) is list]
+
+
 def choices() -> dict[str, tuple]:
     """The keys whose values are a fixed set (read from their ``Literal`` types) -> those values."""
     return {key: get_args(t) for key, (_f, t) in _fields().items() if get_origin(t) is Literal}
@@ -183,6 +190,8 @@ def resolve_preset(name: str | Path) -> Path:
     p = Path(name).expanduser()
     if p.is_file():
         return p
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a folder; give a YAML file or a preset name ({', '.join(presets())})")
     q = PRESET_DIR / f"{name}.yaml"
     if q.is_file():
         return q
@@ -208,9 +217,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"{path}: '_base_' files include each other ({' -> '.join(map(str, seen))})")
     try:
-        doc = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}".splitlines()[0]) from None
+        doc = yaml.load(read_config_text(path), Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as e:
+        raise yaml_error(path, e) from None
     if not doc:
         raise ConfigError(f"config {path} is empty; give at least one key, e.g. '_base_: sysu/kglfr.yaml' "
                           f"(a preset file of {PRESET_DIR}) and what differs from it")  # fmt: skip
@@ -277,7 +286,10 @@ def _merge(schema: DictConfig, values: DictConfig | dict, source: str) -> DictCo
         if key in choices():
             allowed = ", ".join(map(str, choices()[key]))
             raise ConfigError(f"{source}: {key}={_lookup(values, key)!r} is not one of {allowed}") from None
-        raise ConfigError(f"{source}: bad value for {key!r}: {msg}") from None
+        shaped = shape_error(source, key, values, list(Config.__dataclass_fields__), _list_keys())
+        if shaped:
+            raise shaped from None
+        raise ConfigError(f"{source}: bad value for {key!r}: {plain_type_error(msg)}") from None
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -387,12 +399,14 @@ def load_config(preset: str | Path, overrides: list[str] | dict | None = None) -
     path = resolve_preset(preset)
     doc = _read_yaml(path)
     cfg = _merge(_method_schema(doc, overrides), doc, str(path))
-    _check(cfg, str(path))
+    if resolve(cfg, str(path), final=False):  # else a value waits for a key an override sets (${data.store})
+        _check(cfg, str(path))
     items = [] if not overrides or isinstance(overrides, dict) else list(overrides)
     if isinstance(overrides, dict):
-        cfg = _merge(cfg, overrides, "override")
+        resolve(cfg := _merge(cfg, overrides, "override"), "override", final=False)
     for item in items:  # one at a time, so an error names the override
-        cfg = _merge(cfg, parse_overrides([item]), f"override {item!r}")
+        resolve(cfg := _merge(cfg, parse_overrides([item]), f"override {item!r}"), f"override {item!r}", final=False)
+    resolve(cfg, str(path))
     _check(cfg, "override" if isinstance(overrides, dict) else str(path), _override_sources(items))
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -407,6 +421,7 @@ def config_from_dict(values: dict, source: str = "saved config") -> DictConfig:
     if isinstance(values.get("model"), dict) and values["model"].get("pretrained", "") is None:
         values = deep_merge(values, {"model": {"pretrained": "none"}})
     cfg = _merge(OmegaConf.structured(Config), values, source)
+    resolve(cfg, source)
     _check(cfg, source)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -423,7 +438,7 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg)
+    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def diff(a: dict, b: dict, prefix: str = "") -> list[str]:

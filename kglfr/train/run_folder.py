@@ -20,7 +20,8 @@ METRICS = "metrics.jsonl"
 LOG = "train.log"
 # what a run writes; a folder holding anything else is not a run
 RUN_FILES = {CHECKPOINT, CONFIG, METRICS, LOG, LOCK_FILE, "tensorboard", "results", "report.md", "summary.json",
-             "ablation.json", "report.html", "report_files"}  # fmt: skip
+             "ablation.json", "report.html", "report_files",
+             "data.json"}  # fmt: skip
 
 
 class TrainingError(KglfrError):
@@ -67,6 +68,22 @@ def check_out_folder(folder: Path, force: bool) -> None:
                                 "anyway")  # fmt: skip
 
 
+def read_run_config(path: Path) -> DictConfig:
+    """A run's saved ``config.yaml``, validated; one line for a damaged one (not UTF-8, YAML error with
+    its line, not a mapping)."""
+    import yaml
+
+    from kglfr.train.config_errors import ConfigError, read_config_text, yaml_error
+
+    try:
+        values = yaml.safe_load(read_config_text(path))
+    except yaml.YAMLError as e:
+        raise yaml_error(path, e) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} is damaged (not a mapping of config sections); the run cannot be read")
+    return C.config_from_dict(values, str(path))
+
+
 def check_resume(folder: Path, overrides: list[str], force: bool) -> DictConfig:
     """The config of the run in ``folder``; overrides that would change it are refused unless ``force``."""
     if not folder.is_dir() or not (folder / CONFIG).is_file():
@@ -75,9 +92,7 @@ def check_resume(folder: Path, overrides: list[str], force: bool) -> DictConfig:
     if not (folder / CHECKPOINT).is_file():
         raise TrainingError(f"--resume {folder}: the run has no {CHECKPOINT} yet (it stopped before its first "
                             "epoch ended); start it again without --resume")  # fmt: skip
-    import yaml
-
-    saved = C.config_from_dict(yaml.safe_load((folder / CONFIG).read_text()), str(folder / CONFIG))
+    saved = read_run_config(folder / CONFIG)
     if overrides:
         changed = C.config_from_dict(C.deep_merge(C.to_dict(saved), C.parse_overrides(overrides)), "override")
         keys = C.diff(C.to_dict(saved), C.to_dict(changed))

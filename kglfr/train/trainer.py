@@ -51,6 +51,7 @@ from kglfr.train.hooks import (
     StopTraining,
 )
 from kglfr.train.methods import Losses, Method, get_method
+from kglfr.train.provenance import record_or_check
 from kglfr.train.report import best_on_test_set, format_tables, write_report
 from kglfr.train.report_page import trainer_page
 from kglfr.train.run_folder import (
@@ -393,7 +394,7 @@ def train(
     C.require(cfg, "data.store")
     folder = Path(out).expanduser()
     rt = resolve_runtime(cfg)
-    set_threads(int(cfg.train.threads))
+    set_threads(int(cfg.train.threads), "train.threads")
     if not rt.main:
         return _run(cfg, folder, rt, resume, progress, hooks)
     if not resume:
@@ -421,8 +422,13 @@ def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: boo
              "channels_last" if rt.channels_last else "contiguous")  # fmt: skip
     ckpt = load_checkpoint(folder / CHECKPOINT) if resume else None
     trainer = Trainer(cfg, rt, checkpoint=ckpt, source=str(folder / CHECKPOINT))
-    if resume:
+    if resume and trainer.epoch >= int(cfg.train.epochs):
+        log.info("run %s is finished (%d of %d epochs): nothing to train; its evaluation and report are made "
+                 "again", folder, trainer.epoch, int(cfg.train.epochs))  # fmt: skip
+    elif resume:
         log.info("resuming %s at epoch %d step %d", folder, trainer.epoch + 1, trainer.start_step)
+    if rt.main:
+        record_or_check(folder, trainer.store, trainer.cache, resume)
     if rt.main:  # only now that the checkpoint is known to fit (a failed --resume --force changes nothing)
         write_atomic(folder / CONFIG, lambda f: f.write(C.to_yaml(cfg)))
     _log_plan(trainer)

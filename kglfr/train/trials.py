@@ -49,7 +49,24 @@ def start_plan(folder: Path, cfg: DictConfig, trials: Sequence[int]) -> None:
     if is_run(folder) or is_trials_folder(folder):
         raise TrainingError(f"{folder} already holds a run; continue it with 'kglfr train --resume {folder}' "
                             "or choose another --out")  # fmt: skip
+    check_store_trials(cfg, trials)
     write_json_atomic(folder / PLAN, {"config": C.to_dict(cfg), "trials": list(trials), "failed": {}}, indent=2)
+
+
+def check_store_trials(cfg: DictConfig, trials: Sequence[int]) -> None:
+    """Refuse one model per trial on a store without those trial splits (SYSU-MM01 has one train/test
+    split; its ten trials are gallery draws of one evaluation), before anything trains."""
+    from kglfr.data.store import Store
+
+    C.require(cfg, "data.store")
+    store = Store.open(cfg.data.store, check_sources=False)
+    missing = [t for t in trials if t not in store.trials]
+    if missing:
+        raise TrainingError(
+            f"--trial all trains one model per trial split, but store {store.path} ({store.dataset}) has trial "
+            f"split(s) {', '.join(map(str, store.trials))} only; train once without --trial all (the evaluation "
+            "already averages the protocol's gallery draws), or use a RegDB store, which has 10 trial splits"
+        )
 
 
 def read_plan(folder: Path) -> dict:

@@ -165,7 +165,9 @@ def test_damaged_cache_is_refused(fresh):
     with pytest.raises(KglfrError, match="damaged .a data file is missing or of the wrong size"):
         KeypointCache.open(fresh)
     (folder / "meta.json").write_text("{not json")
-    with pytest.raises(KglfrError, match="damaged or of another version"):
+    with pytest.raises(
+        KglfrError, match="damaged or of another version; re-run .kglfr keypoints --store .* --backend oracle."
+    ):
         KeypointCache.open(fresh)
     shutil.rmtree(folder)
     with pytest.raises(KglfrError, match="has no keypoint cache; run 'kglfr keypoints --store"):
@@ -237,7 +239,7 @@ def test_interrupted_run_resumes_and_matches_a_full_run(fresh, built):
     backend = OracleBackend(root=fresh.root)
     first = build_cache(fresh, backend, batch_size=4, max_images=9, progress=False, commit_seconds=0)
     assert first.cache is None and first.computed == 9
-    assert int(np.fromfile(fresh.path / "keypoints" / "oracle" / "done.u8", np.uint8).sum()) == 9
+    assert int(np.fromfile(fresh.path / "keypoints" / ".oracle.partial" / "done.u8", np.uint8).sum()) == 9
     with pytest.raises(KglfrError, match=r"incomplete \(an interrupted run\)"):
         KeypointCache.open(fresh)
 
@@ -253,7 +255,7 @@ def test_interrupted_run_resumes_and_matches_a_full_run(fresh, built):
     with pytest.raises(KeyboardInterrupt):
         build_cache(fresh, Broken(root=fresh.root), batch_size=4, progress=False, commit_seconds=1e9)
     # the two batches before the interruption were committed on the way out
-    assert int(np.fromfile(fresh.path / "keypoints" / "oracle" / "done.u8", np.uint8).sum()) == 9 + 8
+    assert int(np.fromfile(fresh.path / "keypoints" / ".oracle.partial" / "done.u8", np.uint8).sum()) == 9 + 8
     last = build_cache(fresh, backend, batch_size=4, progress=False)
     assert last.resumed and last.computed == len(fresh) - 17
     np.testing.assert_array_equal(last.cache.part_valid, full.cache.part_valid)
@@ -445,3 +447,50 @@ def test_cli_threshold_out_of_range_is_refused(built, capsys, value):
 def test_non_finite_threshold_is_refused_by_build_cache(fresh):
     with pytest.raises(KglfrError, match="threshold must be a number from 0 to 1, got nan"):
         build_cache(fresh, OracleBackend(root=fresh.root), threshold=float("nan"), progress=False)
+
+
+# -- a rebuild never touches the cache a reader holds (issue 25) --------------------------------------------
+
+
+def test_failed_forced_rebuild_keeps_the_complete_cache(fresh):
+    """keypoints --force that dies half-way leaves the old, complete cache as it was, and in use."""
+    before = KeypointCache.open(fresh, backend="oracle")
+    good = np.array(before.heatmaps)
+
+    class Dies(OracleBackend):
+        def predict(self, images, info):
+            raise KglfrError("cannot read source image x.jpg")
+
+    with pytest.raises(KglfrError, match="cannot read source image"):
+        build_cache(fresh, Dies(root=fresh.root), force=True, batch_size=4, progress=False)
+    after = KeypointCache.open(fresh, backend="oracle")  # still complete, checksum verified
+    np.testing.assert_array_equal(after.heatmaps, good)
+    assert KeypointCache.open(fresh).backend == "oracle"
+    again = build_cache(fresh, OracleBackend(root=fresh.root), force=True, progress=False)
+    assert again.computed == len(fresh) and not (fresh.path / "keypoints" / ".oracle.partial").exists()
+
+
+def test_forced_rebuild_of_another_size_leaves_an_open_cache_unchanged(fresh):
+    """A reader's memory maps (a running training) keep the old data: the new files are renamed into
+    place, the old ones are never truncated (which killed the reader with SIGBUS)."""
+    reader = KeypointCache.open(fresh, backend="oracle")
+    before = {k: np.array(v) for k, v in reader.read_batch(np.arange(len(fresh)), raw=True).items()}
+    build_cache(fresh, OracleBackend(root=fresh.root, sigma=3.0), heatmap_size=(24, 12), force=True, progress=False)
+    after = reader.read_batch(np.arange(len(fresh)), raw=True)
+    for k, v in before.items():
+        np.testing.assert_array_equal(after[k], v)
+    second = KeypointCache.open(fresh)
+    assert second.heatmap_size == (24, 12)
+    valid = np.array(second.part_valid)
+    result = build_cache(fresh, OracleBackend(root=fresh.root, sigma=3.0), heatmap_size=(24, 12), threshold=1.5,
+                         progress=False)  # fmt: skip
+    assert result.computed == 0 and not result.cache.part_valid.any()  # re-thresholded in a copy
+    np.testing.assert_array_equal(second.part_valid, valid)
+
+
+def test_a_swap_interrupted_between_its_renames_is_finished(fresh):
+    kp = fresh.path / "keypoints"
+    os.replace(kp / "oracle", kp / ".oracle.old")  # killed after moving the old cache aside, before the new one
+    result = build_cache(fresh, OracleBackend(root=fresh.root), progress=False)
+    assert result.computed == 0 and not (kp / ".oracle.old").exists()
+    KeypointCache.open(fresh, backend="oracle")

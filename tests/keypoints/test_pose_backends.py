@@ -150,13 +150,15 @@ def test_hrnet_wrong_architecture_names_keys(w32, tmp_path):
     assert f"{n_missing} missing" in msg
 
 
-def test_hrnet_w48_file_into_w32_says_so(tmp_path):
+def test_hrnet_w48_file_is_detected_and_a_wrong_arch_says_so(tmp_path):
+    """The width is read from the file (kglfr keypoints has no arch option); an explicit wrong one is refused."""
     path = tmp_path / "w48.pth"
     torch.save(PoseHRNet("w48").state_dict(), path)
-    with pytest.raises(KglfrError, match=r"HRNet-W48 \(pass arch='w48'\)"):
-        build_backend("hrnet", weights=path)
-    be = build_backend("hrnet", weights=path, arch="w48")
-    assert be.identity().startswith("hrnet-w48-320x160-flip0-")
+    be = build_backend("hrnet", weights=path)
+    assert be.arch == "w48" and be.identity().startswith("hrnet-w48-320x160-flip0-")
+    with pytest.raises(KglfrError, match=r"holds HRNet-W48 \(leave arch out: it is read from the file\)"):
+        build_backend("hrnet", weights=path, arch="w32")
+    assert build_backend("hrnet", weights=path, arch="w48").identity() == be.identity()
 
 
 def test_hrnet_missing_weights(tmp_path, monkeypatch):

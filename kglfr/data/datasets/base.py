@@ -134,9 +134,22 @@ def parse_layout(relpath: str | Path) -> tuple[int, int]:
     return pid, 0 if cam is None else cam
 
 
+def read_split_text(path: Path) -> str:
+    """The text of a split file: UTF-8 (a byte-order mark dropped); ``DatasetError`` naming the line of a
+    byte that is not UTF-8."""
+    data = path.read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: byte 0x{data[e.start]:02x} is not UTF-8 text; split files hold "
+                           "ids or 'path label' lines in UTF-8: fix or re-save the file") from None  # fmt: skip
+
+
 def read_id_list(path: Path) -> list[int]:
     """Read SYSU-style identity lists: comma-separated integers, possibly over several lines."""
-    text = path.read_text().strip()
+    text = read_split_text(path).strip()
     if not text:
         raise DatasetError(f"{path}: split file is empty")
     ids = []
@@ -156,7 +169,7 @@ def read_list_file(path: Path) -> list[tuple[str, int]]:
     if not path.exists():
         raise DatasetError(f"split file {path} is missing")
     entries = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_split_text(path).splitlines(), 1):
         line = line.strip()
         if not line:
             continue

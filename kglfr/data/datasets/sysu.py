@@ -54,6 +54,10 @@ def load_sysu(root: Path) -> VIDataset:
             for image in list_images(folder):
                 relpath = f"cam{cam}/{pid:04d}/{image.name}"
                 records.append(ImageRecord(relpath, pid, cam, modality, split))
+    empty = sorted((train_ids | test_ids) - {r.pid for r in records})
+    if empty:
+        log.warning("SYSU-MM01 at %s: %d identities listed in the split files have no images (%s): they are left "
+                    "out", root, len(empty), _some(empty))  # fmt: skip
     return VIDataset("sysu", root, records)
 
 

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from kglfr.errors import KglfrError
+from kglfr.io import TorchLoadError, torch_load_safe
 from kglfr.keypoints.backends.base import BatchInfo, PoseBackend, PoseOutput, file_sha256, register_backend
 from kglfr.keypoints.decode import REFINEMENTS, decode_heatmaps, flip_back, heatmap_to_image
 from kglfr.keypoints.weights import hrnet_weights_path
@@ -62,13 +63,12 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds: UnpicklingError, RuntimeError, EOFError, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        why = f"{type(e).__name__}: {first}" if len(first) > 12 else f"{type(e).__name__} {first}".strip()
+        obj = torch_load_safe(path)
+    except TorchLoadError as e:
+        what = "an unsafe file" if e.unsafe else "not a PyTorch checkpoint, or a truncated one"
         raise KglfrError(
-            f"cannot read pose weights {path} ({path.stat().st_size} bytes): not a PyTorch checkpoint, or a "
-            f"truncated one ({why}); pass the official pose_hrnet_w32_256x192.pth"
+            f"cannot read pose weights {path} ({path.stat().st_size} bytes): {what} ({e.reason}); pass the "
+            "official pose_hrnet_w32_256x192.pth"
         ) from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
@@ -91,7 +91,19 @@ def load_hrnet_weights(model: PoseHRNet, path: str | Path) -> None:
     entries, unused at inference, are kept from the model with a warning. Anything else that does not
     match raises ``KglfrError`` with the counts and the first few keys."""
     path = Path(path)
-    state = _read_checkpoint(path)
+    load_hrnet_state(model, _read_checkpoint(path), path)
+
+
+def detect_arch(state: Mapping[str, torch.Tensor]) -> str | None:
+    """``"w32"`` / ``"w48"``: the HRNet width a state dict holds (its first high-resolution branch's
+    channels), or None when it is not an HRNet of a known width."""
+    probe = state.get("stage2.0.branches.0.0.conv1.weight")
+    arch = f"w{probe.shape[0]}" if probe is not None and probe.ndim == 4 else None
+    return arch if arch in ARCH_NAMES else None
+
+
+def load_hrnet_state(model: PoseHRNet, state: dict[str, torch.Tensor], path: Path) -> None:
+    """:func:`load_hrnet_weights` of a state dict already read from ``path``."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -108,10 +120,8 @@ def load_hrnet_weights(model: PoseHRNet, path: str | Path) -> None:
         )
     wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if state[k].shape != v.shape]
     if wrong:
-        hint = ""
-        probe = state.get("stage2.0.branches.0.0.conv1.weight")
-        if probe is not None and probe.ndim == 4:
-            hint = f"; the file looks like HRNet-W{probe.shape[0]} (pass arch='w{probe.shape[0]}')"
+        found = detect_arch(state)
+        hint = f"; the file holds HRNet-{found.upper()} (leave arch out: it is read from the file)" if found else ""
         shown = ", ".join(f"{k} {a} vs {b}" for k, a, b in wrong[:3])
         raise KglfrError(
             f"{path}: {len(wrong)} tensors have other shapes than HRNet-{model.cfg.width}'s ({shown}){hint}"
@@ -135,7 +145,8 @@ class HRNetBackend(PoseBackend):
     """HRNet top-down pose network on whole re-ID crops.
 
     Options: ``weights`` (checkpoint path; default: the official file name in the kglfr home),
-    ``device`` ("cpu", "cuda", "auto"), ``arch`` ("w32" or "w48"), ``train_size`` ("256x192" or
+    ``device`` ("cpu", "cuda", "auto"), ``arch`` ("w32" or "w48"; default: read from the weights file, else
+    w32), ``train_size`` ("256x192" or
     "384x288", only for the default file name), ``input_size`` (H, W; default 320 x 160), ``flip``
     (flip test, default off), ``flip_shift`` (the official one-cell shift of the flipped maps, default
     on), ``refine`` ("quarter", "dark", "none"), ``batch_size``, ``fp16``
@@ -148,7 +159,7 @@ class HRNetBackend(PoseBackend):
         self,
         weights: str | Path | None = None,
         device: str | None = "cpu",
-        arch: str = "w32",
+        arch: str | None = None,
         train_size: str = "256x192",
         input_size: tuple[int, int] = DEFAULT_INPUT,
         flip: bool = False,
@@ -163,14 +174,14 @@ class HRNetBackend(PoseBackend):
 
         from kglfr.keypoints.hrnet_arch import PoseHRNet
 
-        if arch not in ARCH_NAMES:
+        if arch is not None and arch not in ARCH_NAMES:
             raise KglfrError(f"unknown hrnet arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
         if refine not in REFINEMENTS:
             raise KglfrError(f"unknown keypoint refinement {refine!r}; choose one of {', '.join(REFINEMENTS)}")
         h, w = int(input_size[0]), int(input_size[1])
         if h % 32 or w % 32 or h <= 0 or w <= 0:
             raise KglfrError(f"hrnet input size must be multiples of 32, got {h} x {w}")
-        self.arch, self.input_size, self.flip, self.refine = arch, (h, w), bool(flip), refine
+        self.arch, self.input_size, self.flip, self.refine = arch or "w32", (h, w), bool(flip), refine
         self.flip_shift = bool(flip_shift)
         self.batch_size = max(1, int(batch_size))
         self.device = _resolve_device(device)
@@ -183,12 +194,14 @@ class HRNetBackend(PoseBackend):
             self.weights_path, self._weights_tag = None, f"random{seed}"
             with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
                 torch.manual_seed(seed)
-                self.model = PoseHRNet(arch)
+                self.model = PoseHRNet(self.arch)
         else:
-            self.weights_path = hrnet_weights_path(weights, arch, train_size)
+            self.weights_path = hrnet_weights_path(weights, self.arch, train_size)
             self._weights_tag = file_sha256(self.weights_path)[:16]
-            self.model = PoseHRNet(arch)
-            load_hrnet_weights(self.model, self.weights_path)
+            state = _read_checkpoint(self.weights_path)
+            self.arch = arch or detect_arch(state) or "w32"  # not given: the width the file holds
+            self.model = PoseHRNet(self.arch)
+            load_hrnet_state(self.model, state, self.weights_path)
         self.model.eval().requires_grad_(False).to(self.device)
 
     def identity(self) -> str:
