@@ -38,7 +38,6 @@ def view_stream(stream: int, view: int) -> int:
     return stream if view == 0 else stream * 100 + view
 
 
-log = logging.getLogger(__name__)
 
 
 def step_generator(

@@ -68,7 +68,8 @@ def test_the_page_shows_the_figures_of_the_results_json(page):
             assert shown[("sysu-all", kind, "mean", key)] == f"{value:.2f}"
     headline = re.search(r'id="headline-rank1" class="value">([0-9.]+)%', text)[1]
     assert headline == f"{ev.results['sysu-all']['bn'].mean()['rank1']:.2f}"
-    assert "paper (Table 2 row 5)" in text  # the demo preset is KGLFR: the paper's SYSU all-search figures beside
+    # the demo preset is KGLFR: the paper's SYSU all-search figures beside, from kglfr.eval.published
+    assert "KGLFR-Net, Table 1" in text and "70.44" in text and "67.59" in text
 
 
 def test_every_picture_the_page_names_is_beside_it(page):
