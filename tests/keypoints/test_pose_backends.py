@@ -150,13 +150,13 @@ def test_hrnet_wrong_architecture_names_keys(w32, tmp_path):
     assert f"{n_missing} missing" in msg
 
 
-def test_hrnet_w48_file_into_w32_says_so(tmp_path):
+def test_hrnet_w48_file_is_read_as_w48_and_into_w32_says_so(tmp_path):
     path = tmp_path / "w48.pth"
     torch.save(PoseHRNet("w48").state_dict(), path)
     with pytest.raises(KglfrError, match=r"HRNet-W48 \(pass arch='w48'\)"):
-        build_backend("hrnet", weights=path)
-    be = build_backend("hrnet", weights=path, arch="w48")
-    assert be.identity().startswith("hrnet-w48-320x160-flip0-")
+        build_backend("hrnet", weights=path, arch="w32")
+    be = build_backend("hrnet", weights=path)  # no arch: the width is read from the file
+    assert be.arch == "w48" and be.identity().startswith("hrnet-w48-320x160-flip0-")
 
 
 def test_hrnet_missing_weights(tmp_path, monkeypatch):
@@ -249,6 +249,17 @@ def test_decode_edges_and_empty_maps():
     coords, maxvals = decode_heatmaps(hm, "quarter")
     np.testing.assert_allclose(coords[0], [[0, 0], [0, 0], [3.25, 4]])
     assert maxvals[0, 1] == -1.0
+
+
+def test_quarter_offset_as_official_get_final_preds():
+    # official HRNet moves a peak only when 1 < px < w - 1 and 1 < py < h - 1
+    hm = np.zeros((1, 4, 8, 8), np.float32)
+    hm[0, 0, 4, 1], hm[0, 0, 4, 2] = 1.0, 0.5  # x = 1, higher right neighbour: x stays 1.0
+    hm[0, 1, 4, 5], hm[0, 1, 4, 6], hm[0, 1, 4, 4] = 1.0, 0.5, 0.2  # x = 5, higher right: 5.25
+    hm[0, 2, 1, 4], hm[0, 2, 2, 4], hm[0, 2, 1, 5] = 1.0, 0.5, 0.5  # y = 1: neither axis moves
+    hm[0, 3, 5, 2], hm[0, 3, 5, 1], hm[0, 3, 4, 2] = 1.0, 0.5, 0.5  # x = 2: moves left, y up
+    coords, _ = decode_heatmaps(hm, "quarter")
+    np.testing.assert_allclose(coords[0], [[1.0, 4.0], [5.25, 4.0], [4.0, 1.0], [1.75, 4.75]])
 
 
 def test_heatmap_to_image_mapping():

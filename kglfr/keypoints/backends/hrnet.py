@@ -4,8 +4,10 @@ Weights: the official checkpoints of deep-high-resolution-net.pytorch, e.g.
 ``pose_hrnet_w32_256x192.pth`` (``--weights FILE``, or the file of that name in ``$KGLFR_HOME`` /
 ``~/.cache/kglfr``). They load with strict key matching into ``kglfr.keypoints.hrnet_arch.PoseHRNet``;
 files saved as ``{"state_dict": ...}`` or from ``DataParallel`` (``module.`` prefixes) are accepted,
-with a warning naming the mapping. Files are read with ``torch.load(weights_only=True)``: no pickled
-code runs.
+with a warning naming the mapping, and so are mmpose's (``backbone.`` + the official names,
+``keypoint_head.final_layer.``; what ``kglfr keypoints --fetch-model hrnet`` downloads). The width
+(W32 or W48) is read from the file unless ``arch`` is given. Files are read with
+``torch.load(weights_only=True)``: no pickled code runs.
 
 Inference: the keypoint cache gives each ORIGINAL image already resized to the network input
 (``pose_input_hw``, default 320 x 160, H x W); other sizes are resized here with ``cv2``. Images are
@@ -82,23 +84,32 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         if all(k.startswith(prefix) for k in state):
             log.warning("%s: removing the %r prefix from all %d keys", path, prefix, len(state))
             state = {k[len(prefix) :]: v for k, v in state.items()}
+    from kglfr.keypoints.hrnet_arch import from_mmpose, is_mmpose_layout
+
+    if is_mmpose_layout(list(state)):
+        log.info("%s: mmpose layout (backbone. / keypoint_head.final_layer.), mapped to the official names", path)
+        state = from_mmpose(state)
     return state
 
 
 def load_hrnet_weights(model: PoseHRNet, path: str | Path) -> None:
     """Load ``path`` into ``model`` with strict key matching (see ``_read_checkpoint`` for accepted
-    wrappers). Checkpoints saved before BatchNorm counted batches lack ``num_batches_tracked``: those
-    entries, unused at inference, are kept from the model with a warning. Anything else that does not
-    match raises ``KglfrError`` with the counts and the first few keys."""
+    wrappers and mmpose's layout); see :func:`load_hrnet_state`."""
     path = Path(path)
-    state = _read_checkpoint(path)
+    load_hrnet_state(model, _read_checkpoint(path), path)
+
+
+def load_hrnet_state(model: PoseHRNet, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load a state dict read from ``path`` into ``model`` strictly. Checkpoints saved before BatchNorm
+    counted batches lack ``num_batches_tracked``: those entries, unused at inference, are kept from the
+    model with a warning. Anything else that does not match raises ``KglfrError`` with the counts and
+    the first few keys."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing and not unexpected and all(k.endswith("num_batches_tracked") for k in missing):
         log.warning("%s has no num_batches_tracked entries (%d); keeping the model's", path, len(missing))
-        for k in missing:
-            state[k] = own[k]
+        state = {**state, **{k: own[k] for k in missing}}
         missing = []
     if missing or unexpected:
         raise KglfrError(
@@ -108,15 +119,27 @@ def load_hrnet_weights(model: PoseHRNet, path: str | Path) -> None:
         )
     wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items() if state[k].shape != v.shape]
     if wrong:
-        hint = ""
-        probe = state.get("stage2.0.branches.0.0.conv1.weight")
-        if probe is not None and probe.ndim == 4:
-            hint = f"; the file looks like HRNet-W{probe.shape[0]} (pass arch='w{probe.shape[0]}')"
+        from kglfr.keypoints.hrnet_arch import width_of
+
+        width = width_of(state)
+        hint = f"; the file looks like HRNet-W{width} (pass arch='w{width}')" if width else ""
         shown = ", ".join(f"{k} {a} vs {b}" for k, a, b in wrong[:3])
         raise KglfrError(
             f"{path}: {len(wrong)} tensors have other shapes than HRNet-{model.cfg.width}'s ({shown}){hint}"
         )
     model.load_state_dict(state, strict=True)
+
+
+def _arch_of(state: dict[str, torch.Tensor], path: Path) -> str:
+    """``w32`` or ``w48``, read from the file's stage-2 width."""
+    from kglfr.keypoints.hrnet_arch import width_of
+
+    width = width_of(state)
+    if width is None:
+        raise KglfrError(f"{path} is not an HRNet pose checkpoint (no stage2.0.branches.0.0.conv1.weight)")
+    if f"w{width}" not in ARCH_NAMES:
+        raise KglfrError(f"{path} holds HRNet-W{width}; supported widths: {', '.join(ARCH_NAMES)}")
+    return f"w{width}"
 
 
 def _resolve_device(device: str | None) -> torch.device:
@@ -135,10 +158,10 @@ class HRNetBackend(PoseBackend):
     """HRNet top-down pose network on whole re-ID crops.
 
     Options: ``weights`` (checkpoint path; default: the official file name in the kglfr home),
-    ``device`` ("cpu", "cuda", "auto"), ``arch`` ("w32" or "w48"), ``train_size`` ("256x192" or
-    "384x288", only for the default file name), ``input_size`` (H, W; default 320 x 160), ``flip``
-    (flip test, default off), ``flip_shift`` (the official one-cell shift of the flipped maps, default
-    on), ``refine`` ("quarter", "dark", "none"), ``batch_size``, ``fp16``
+    ``device`` ("cpu", "cuda", "auto"), ``arch`` ("w32" or "w48"; default: read from the weights file),
+    ``train_size`` ("256x192" or "384x288", only for the default file name), ``input_size`` (H, W;
+    default 320 x 160), ``flip`` (flip test, default off), ``flip_shift`` (the official one-cell
+    shift of the flipped maps, default on), ``refine`` ("quarter", "dark", "none"), ``batch_size``, ``fp16``
     (default: on for CUDA), ``random_init`` (no weights: random parameters, for tests and benchmarks).
     """
 
@@ -148,7 +171,7 @@ class HRNetBackend(PoseBackend):
         self,
         weights: str | Path | None = None,
         device: str | None = "cpu",
-        arch: str = "w32",
+        arch: str | None = None,
         train_size: str = "256x192",
         input_size: tuple[int, int] = DEFAULT_INPUT,
         flip: bool = False,
@@ -163,7 +186,7 @@ class HRNetBackend(PoseBackend):
 
         from kglfr.keypoints.hrnet_arch import PoseHRNet
 
-        if arch not in ARCH_NAMES:
+        if arch is not None and arch not in ARCH_NAMES:
             raise KglfrError(f"unknown hrnet arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
         if refine not in REFINEMENTS:
             raise KglfrError(f"unknown keypoint refinement {refine!r}; choose one of {', '.join(REFINEMENTS)}")
@@ -181,14 +204,17 @@ class HRNetBackend(PoseBackend):
             if weights is not None:
                 raise KglfrError("pass either weights or random_init, not both")
             self.weights_path, self._weights_tag = None, f"random{seed}"
+            self.arch = arch or "w32"
             with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
                 torch.manual_seed(seed)
-                self.model = PoseHRNet(arch)
+                self.model = PoseHRNet(self.arch)
         else:
-            self.weights_path = hrnet_weights_path(weights, arch, train_size)
+            self.weights_path = hrnet_weights_path(weights, arch or "w32", train_size)
             self._weights_tag = file_sha256(self.weights_path)[:16]
-            self.model = PoseHRNet(arch)
-            load_hrnet_weights(self.model, self.weights_path)
+            state = _read_checkpoint(self.weights_path)
+            self.arch = arch or _arch_of(state, self.weights_path)  # no arch: the file's width decides
+            self.model = PoseHRNet(self.arch)
+            load_hrnet_state(self.model, state, self.weights_path)
         self.model.eval().requires_grad_(False).to(self.device)
 
     def identity(self) -> str:
