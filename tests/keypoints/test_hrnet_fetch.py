@@ -29,16 +29,25 @@ WANTED = hrnet_weights_name("w32", "256x192")
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; ``/cut/NAME`` promises NAME's full length but closes after half of it."""
+    """Serves a folder; ``/cut/NAME`` promises NAME's full length but closes after half of it, and so
+    does ``/resumable/NAME``, which then serves the rest to a Range request."""
 
     def log_message(self, *args) -> None:
         pass
 
     def do_GET(self) -> None:
-        if not self.path.startswith("/cut/"):
+        prefix, _, name = self.path.lstrip("/").partition("/")
+        if prefix not in ("cut", "resumable"):
             return super().do_GET()
-        data = (Path(self.directory) / self.path[len("/cut/") :]).read_bytes()
-        self.send_response(200)
+        data = (Path(self.directory) / name).read_bytes()
+        start = int(self.headers.get("Range", "bytes=0-")[len("bytes=") :].rstrip("-"))
+        if prefix == "resumable" and start:  # honour the Range: the rest, as 206
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
+            return
+        self.send_response(200)  # promise the whole file, send half of it and hang up
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data[: len(data) // 2])
@@ -143,6 +152,16 @@ def test_a_wrong_hash_is_refused_naming_expected_and_received(source, server, ho
 def test_a_truncated_download_is_retried_then_refused(source, server, home, capsys):
     rc, _, err = _fetch(capsys, "--url", f"{server}/cut/{source[3]}")
     _one_line_and_nothing_left(rc, err, home, "truncated", "150000 of 300000", HRNET_URL_ENV)
+
+
+def test_a_dropped_connection_resumes_with_a_range_request(source, server, tmp_path):
+    folder, _, _, small = source
+    digest = D.download(
+        f"{server}/resumable/{small}", tmp_path / "f.pth", sha256=D.sha256_prefix(small), progress=False
+    )
+    assert (tmp_path / "f.pth").read_bytes() == (folder / small).read_bytes()
+    assert digest == hashlib.sha256((folder / small).read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pth"]
 
 
 def test_a_missing_file_is_one_line_with_the_status(server, home, capsys):
