@@ -20,6 +20,7 @@ FLAGS = {
     "device=": "--device ",
     "takes no weights": "takes no --weights",
     "weights=": "--weights ",
+    "url=": "--url ",
 }
 
 EXAMPLES = """
@@ -28,6 +29,9 @@ EXAMPLES = """
   kglfr keypoints --store runs/store --backend oracle                # synthetic data: ground truth
   kglfr keypoints --store stores/sysu --backend hrnet --weights w.pth --force   # rebuild
   kglfr keypoints --fetch-model      # once: the BlazePose model from the mediapipe 0.10.21 wheel on PyPI
+  kglfr keypoints --fetch-model hrnet             # once: mmpose's HRNet-W32 COCO weights, sha256-checked
+  kglfr keypoints --store stores/sysu --backend hrnet            # then: no --weights needed
+  KGLFR_HRNET_URL=http://mirror/hrnet_w32_coco_256x192-c78dce93_20200708.pth kglfr keypoints --fetch-model hrnet
 """
 
 
@@ -69,10 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--fetch-model",
-        action="store_true",
-        help="download the BlazePose model (pip download of the mediapipe 0.10.21 wheel; nothing is installed) "
-        "into $KGLFR_HOME or ~/.cache/kglfr, then run --store/--backend if given",
+        nargs="?",
+        const="blazepose",
+        choices=("blazepose", "hrnet"),
+        help="download a pose model into $KGLFR_HOME or ~/.cache/kglfr, then run --store/--backend if given. "
+        "Bare --fetch-model or 'blazepose': the BlazePose model (pip download of the mediapipe 0.10.21 wheel; "
+        "nothing is installed); 'hrnet': mmpose's HRNet-W32 COCO 256x192 checkpoint, checked against the "
+        "sha256 prefix in its file name, saved as pose_hrnet_w32_256x192.pth",
     )
+    p.add_argument("--url", default=None,
+                   help="with --fetch-model hrnet: a mirror's URL of the mmpose file (default $KGLFR_HRNET_URL, "
+                        "else download.openmmlab.com)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -88,12 +99,18 @@ def _run(args: argparse.Namespace) -> int:
     from kglfr.keypoints.build import build_cache, build_pose_backend, format_summary
     from kglfr.keypoints.cache import DEFAULT_HEATMAP_HW
 
-    if args.fetch_model:
+    if args.url is not None and args.fetch_model != "hrnet":
+        raise KglfrError("--url goes with --fetch-model hrnet")
+    if args.fetch_model == "hrnet":
+        from kglfr.keypoints.weights import fetch_hrnet_model
+
+        print(f"hrnet weights: {fetch_hrnet_model(args.url, progress=not args.no_progress)}")
+    elif args.fetch_model:
         from kglfr.keypoints.weights import fetch_blazepose_model
 
         print(f"blazepose model: {fetch_blazepose_model()}")
-        if args.store is None and args.backend is None:
-            return 0
+    if args.fetch_model and args.store is None and args.backend is None:
+        return 0
     if args.store is None or args.backend is None:
         raise KglfrError("--store and --backend are required (or --fetch-model alone)")
     store = Store.open(args.store)

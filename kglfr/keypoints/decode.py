@@ -8,8 +8,9 @@ pixel index ``s * j`` (continuous coordinate ``s * j + 0.5``; see ``heatmap_to_i
 Refinements:
 
 - ``"quarter"`` (the official HRNet ``get_final_preds`` post-processing, the default): from the
-  argmax, move a quarter cell towards the higher of the two neighbours, separately in x and y.
-  (Official HRNet skips cells at index 1 too, ``1 < px < w - 1``; here every cell with two neighbours.)
+  argmax, move a quarter cell towards the higher of the two neighbours, separately in x and y, only
+  when the peak is inside on both axes as there: ``1 < px < w - 1`` and ``1 < py < h - 1`` (a peak in
+  column or row 0 or 1, or on the last, keeps its integer coordinates).
 - ``"dark"`` (Zhang et al., "Distribution-Aware Coordinate Representation", CVPR 2020): blur the map
   with a Gaussian, take its log, and take one Newton step from the argmax with the finite-difference
   gradient and Hessian; exact for a Gaussian peak. Off by default.
@@ -66,12 +67,13 @@ def _gather(maps: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 
 def quarter_offset(heatmaps: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Move integer peaks a quarter cell towards the higher neighbour, per axis (official HRNet)."""
+    """Move integer peaks a quarter cell towards the higher neighbour, per axis, as the official HRNet
+    ``get_final_preds`` does: only peaks with ``1 < px < w - 1`` and ``1 < py < h - 1`` move."""
     h, w = heatmaps.shape[-2:]
     maps = heatmaps.reshape(-1, h, w)
     c = coords.reshape(-1, 2).copy()
     px, py = np.floor(c[:, 0] + 0.5).astype(int), np.floor(c[:, 1] + 0.5).astype(int)
-    inside = (px > 0) & (px < w - 1) & (py > 0) & (py < h - 1)
+    inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
     dx = _gather(maps, py, px + 1) - _gather(maps, py, px - 1)
     dy = _gather(maps, py + 1, px) - _gather(maps, py - 1, px)
     c[:, 0] += np.where(inside, np.sign(dx) * 0.25, 0.0)

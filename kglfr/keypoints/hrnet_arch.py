@@ -215,3 +215,38 @@ class PoseHRNet(nn.Module):
         ys = self.stage3(self._apply_transition(self.transition2, ys))
         ys = self.stage4(self._apply_transition(self.transition3, ys))
         return self.final_layer(ys[0])
+
+
+# mmpose (v0.x ``TopDown`` model: ``HRNet`` backbone + ``TopdownHeatmapSimpleHead`` with no deconv
+# layers) keeps the official names under ``backbone.`` and the 1x1 head conv as ``keypoint_head.final_layer``.
+MMPOSE_PREFIXES = {"backbone.": "", "keypoint_head.final_layer.": "final_layer."}
+
+
+def is_mmpose_layout(keys: list[str]) -> bool:
+    """True when every key starts with ``backbone.`` or ``keypoint_head.`` (an mmpose checkpoint)."""
+    return bool(keys) and all(k.startswith(("backbone.", "keypoint_head.")) for k in keys)
+
+
+def from_mmpose(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An mmpose top-down HRNet state dict -> this module's key names. Keys under no known prefix (e.g.
+    the deconv layers of another head) are kept as they are, so that strict loading names them."""
+    out = {}
+    for key, value in state.items():
+        for prefix, ours in MMPOSE_PREFIXES.items():
+            if key.startswith(prefix):
+                key = ours + key[len(prefix) :]
+                break
+        out[key] = value
+    return out
+
+
+def to_mmpose(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This module's state dict -> mmpose's key layout (the inverse of :func:`from_mmpose`)."""
+    return {("keypoint_head." + k if k.startswith("final_layer.") else "backbone." + k): v for k, v in state.items()}
+
+
+def width_of(state: dict[str, torch.Tensor]) -> int | None:
+    """The width (32, 48, ...) of an HRNet state dict in this module's names: the output channels of the
+    first block of the highest-resolution branch of stage 2; None when the key is absent."""
+    probe = state.get("stage2.0.branches.0.0.conv1.weight")
+    return int(probe.shape[0]) if probe is not None and probe.ndim == 4 else None

@@ -2,8 +2,9 @@
 
 Files are looked up in this order: an explicit path (``--weights``); the kglfr home folder
 (``$KGLFR_HOME``, default ``~/.cache/kglfr``); for BlazePose, an installed ``mediapipe`` package.
-Nothing is downloaded implicitly: ``fetch_blazepose_model`` (``kglfr keypoints --fetch-model``) is
-the one step that uses the network, once, at set-up.
+Nothing is downloaded implicitly: ``fetch_blazepose_model`` (``kglfr keypoints --fetch-model``) and
+``fetch_hrnet_model`` (``--fetch-model hrnet``: mmpose's HRNet-W32 file, sha256-checked) are the steps
+that use the network, once, at set-up.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from kglfr.download import ChecksumError, DownloadError, download, sha256_prefix
 from kglfr.errors import KglfrError
-from kglfr.io import write_atomic
+from kglfr.io import file_sha256, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,12 @@ HRNET_ZOO = (
     "the official HRNet model zoo (github.com/leoxiaobin/deep-high-resolution-net.pytorch, "
     "'pose_coco' folder of its pretrained models)"
 )
+
+
+# mmpose's HRNet-W32 COCO 256x192 (AP 0.746 in its model zoo): a stable address, no cloud drive. The
+# "-c78dce93_" in the name is the start of the file's sha256, checked after the download.
+HRNET_URL = "https://download.openmmlab.com/mmpose/top_down/hrnet/hrnet_w32_coco_256x192-c78dce93_20200708.pth"
+HRNET_URL_ENV = "KGLFR_HRNET_URL"
 
 
 def hrnet_weights_name(arch: str = "w32", train_size: str = "256x192") -> str:
@@ -68,7 +76,7 @@ def _explicit(path: str | Path, what: str, hint: str) -> Path:
 def hrnet_weights_path(weights: str | Path | None = None, arch: str = "w32", train_size: str = "256x192") -> Path:
     """The HRNet checkpoint to load: ``weights`` if given, else ``<kglfr home>/pose_hrnet_<arch>_<size>.pth``."""
     name = hrnet_weights_name(arch, train_size)
-    hint = f"download the official {name} from {HRNET_ZOO}"
+    hint = f"run `kglfr keypoints --fetch-model hrnet` (mmpose's W32), or download the official {name} from {HRNET_ZOO}"
     if weights is not None:
         return _explicit(weights, "hrnet", hint)
     p = kglfr_home() / name
@@ -163,3 +171,33 @@ def fetch_blazepose_model(dest_dir: str | Path | None = None, python: str | None
         return path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fetch_hrnet_model(url: str | None = None, dest_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Download mmpose's HRNet-W32 COCO checkpoint (``url``, else ``$KGLFR_HRNET_URL``, else
+    :data:`HRNET_URL`) into ``dest_dir`` (default: the kglfr home) as ``pose_hrnet_w32_256x192.pth``, the
+    name the ``hrnet`` backend looks for. The file's sha256 must start with the 8 hex digits in the URL's
+    file name (mmpose's naming). A file already there with that prefix is kept without downloading."""
+    url = url or os.environ.get(HRNET_URL_ENV) or HRNET_URL
+    prefix = sha256_prefix(url)
+    if prefix is None:
+        raise KglfrError(f"url={url} has no sha256 prefix in its file name (mmpose names files like "
+                         f"NAME-c78dce93_DATE.pth); give the URL of an mmpose-named file")  # fmt: skip
+    out = (Path(dest_dir).expanduser() if dest_dir is not None else kglfr_home()) / hrnet_weights_name("w32", "256x192")
+    if out.is_file() and file_sha256(out).startswith(prefix):
+        log.info("hrnet weights already at %s", out)
+        return out
+    log.info("downloading HRNet-W32 weights: %s -> %s", url, out)
+    try:
+        download(url, out, sha256=prefix, progress=progress)
+    except ChecksumError as e:
+        raise KglfrError(
+            f"{url}: expected sha256 {e.expected}..., received {e.received[:16]}... (a damaged or wrong file; "
+            f"nothing was written); try again, or another mirror in {HRNET_URL_ENV}"
+        ) from None
+    except DownloadError as e:
+        raise KglfrError(
+            f"cannot download the HRNet weights from {url} ({e.reason}); set {HRNET_URL_ENV} to a mirror, "
+            f"or copy the file to {out}"
+        ) from None
+    return out

@@ -10,12 +10,8 @@ run's records.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +19,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from kglfr.download import ChecksumError, DownloadError, download, sha256_prefix
 from kglfr.errors import KglfrError
 from kglfr.io import TorchLoadError, file_sha256, not_a_file, torch_load_safe
 
@@ -71,7 +67,7 @@ def hub_dir() -> Path:
 
 def _expected_prefix(name: str) -> str:
     # torchvision's convention: <arch>-<first 8 hex digits of the sha256>.pth
-    return name.rsplit("-", 1)[-1].split(".", 1)[0]
+    return sha256_prefix(name) or name.rsplit("-", 1)[-1].split(".", 1)[0]
 
 
 def _fetch_advice(url: str, dest: Path) -> str:
@@ -80,27 +76,16 @@ def _fetch_advice(url: str, dest: Path) -> str:
 
 
 def _download(url: str, dest: Path, progress: bool) -> None:
-    """``url`` -> ``dest`` through a temporary file in the same folder, checking the sha256 prefix."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    h = hashlib.sha256()
+    """``url`` -> ``dest`` (atomic, resumed on a dropped connection), checking the sha256 prefix."""
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    h.update(chunk)
-                    bar.update(len(chunk))
-        if not h.hexdigest().startswith(_expected_prefix(dest.name)):
-            raise WeightsError(f"{url} has sha256 {h.hexdigest()[:8]}..., not the {_expected_prefix(dest.name)}... "
-                               f"its name promises (a damaged or wrong file); {_fetch_advice(url, dest)}")  # fmt: skip
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or str(e) or type(e).__name__
-        raise WeightsError(f"cannot download ImageNet weights ({reason}); {_fetch_advice(url, dest)}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        download(url, dest, sha256=_expected_prefix(dest.name), progress=progress)
+    except ChecksumError as e:
+        raise WeightsError(
+            f"{url} has sha256 {e.received[:8]}..., not the {e.expected}... its name promises "
+            f"(a damaged or wrong file); {_fetch_advice(url, dest)}"
+        ) from None
+    except DownloadError as e:
+        raise WeightsError(f"cannot download ImageNet weights ({e.reason}); {_fetch_advice(url, dest)}") from None
 
 
 def imagenet_file(arch: str, *, base_url: str | None = None, progress: bool = True) -> Path:

@@ -38,8 +38,6 @@ def view_stream(stream: int, view: int) -> int:
     return stream if view == 0 else stream * 100 + view
 
 
-
-
 def step_generator(
     seed: int, epoch: int, step: int, stream: int, device: str | torch.device = "cpu", rank: int = 0
 ) -> torch.Generator:

@@ -253,6 +253,17 @@ def test_decode_edges_and_empty_maps():
     assert maxvals[0, 1] == -1.0
 
 
+def test_quarter_offset_as_official_get_final_preds():
+    # official HRNet moves a peak only when 1 < px < w - 1 and 1 < py < h - 1
+    hm = np.zeros((1, 4, 8, 8), np.float32)
+    hm[0, 0, 4, 1], hm[0, 0, 4, 2] = 1.0, 0.5  # x = 1, higher right neighbour: x stays 1.0
+    hm[0, 1, 4, 5], hm[0, 1, 4, 6], hm[0, 1, 4, 4] = 1.0, 0.5, 0.2  # x = 5, higher right: 5.25
+    hm[0, 2, 1, 4], hm[0, 2, 2, 4], hm[0, 2, 1, 5] = 1.0, 0.5, 0.5  # y = 1: neither axis moves
+    hm[0, 3, 5, 2], hm[0, 3, 5, 1], hm[0, 3, 4, 2] = 1.0, 0.5, 0.5  # x = 2: moves left, y up
+    coords, _ = decode_heatmaps(hm, "quarter")
+    np.testing.assert_allclose(coords[0], [[1.0, 4.0], [5.25, 4.0], [4.0, 1.0], [1.75, 4.75]])
+
+
 def test_heatmap_to_image_mapping():
     c = np.array([[0.0, 0.0], [39.0, 79.0]], np.float32)
     # same size input and image: index j -> pixel 4 j, continuous 4 j + 0.5

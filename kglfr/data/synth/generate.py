@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,7 @@ def synthesize(
     test_ids: int | None = None,
     force: bool = False,
     progress: bool = False,
+    per_camera_counts: Mapping[tuple[bool, int], int] | None = None,
 ) -> SynthSummary:
     """Write a synthetic dataset in the ``layout`` ("sysu" or "regdb") folder structure to ``out``.
 
@@ -144,7 +146,9 @@ def synthesize(
     ``camera_dropout`` (SYSU) the chance that a camera never saw an identity, ``size_jitter`` shrinks
     each image by a random factor in [1 - size_jitter, 1] (0: every image is height x width).
     ``test_ids`` is how many identities are held out for testing (default half; the real SYSU-MM01
-    holds out 96 of 491, so more training identities is closer to it). ``force`` replaces an earlier
+    holds out 96 of 491, so more training identities is closer to it). ``per_camera_counts`` (SYSU)
+    maps (is a test identity, camera) to its images per camera, in place of ``images_per_camera``
+    (``benchmarks/full_scale.py`` gives SYSU-MM01's real counts). ``force`` replaces an earlier
     synthetic dataset in ``out``; a folder holding anything else is never written to. The bytes
     written depend only on the options and ``seed`` (each image has its own generator, keyed by seed,
     identity, camera and index), so an image's bytes do not depend on how many identities are drawn.
@@ -159,7 +163,7 @@ def synthesize(
     _prepare_out(root, force)
 
     identities = [sample_identity(seed, pid) for pid in range(1, ids + 1)]
-    plan = _plan(layout, seed, identities, images_per_camera, camera_dropout, test_ids)
+    plan = _plan(layout, seed, identities, images_per_camera, camera_dropout, test_ids, per_camera_counts)
     # The options as 'kglfr synth' flags, in this order, for the README's command line.
     options = {"ids": ids, "seed": seed, "images-per-camera": images_per_camera, "height": height, "width": width}
     options |= {"occlusion": occlusion, "size-jitter": size_jitter, "test-ids": test_ids}
@@ -187,10 +191,10 @@ def _with_defaults(layout, ids, images_per_camera, height, width, test_ids) -> t
 
 
 def _plan(
-    layout: str, seed: int, identities: list, images_per_camera: int, camera_dropout: float, test_ids: int
+    layout: str, seed: int, identities: list, images_per_camera: int, camera_dropout: float, test_ids: int, counts=None
 ) -> Plan:
     if layout == "sysu":
-        return plan_sysu(seed, identities, images_per_camera, camera_dropout, test_ids)
+        return plan_sysu(seed, identities, images_per_camera, camera_dropout, test_ids, counts)
     return plan_regdb(seed, identities, images_per_camera, test_ids)
 
 

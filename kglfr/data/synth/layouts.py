@@ -20,6 +20,7 @@ its split.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kglfr.data.conventions import REGDB_TRIALS, SYSU_CAMERAS, SYSU_INDOOR, SYSU_INFRARED, SYSU_VISIBLE
@@ -71,8 +72,15 @@ def _sysu_cameras(seed: int, pid: int, test: bool, dropout: float) -> list[int]:
 
 
 def plan_sysu(
-    seed: int, identities: list[Identity], per_camera: int, camera_dropout: float, n_test: int | None = None
+    seed: int,
+    identities: list[Identity],
+    per_camera: int,
+    camera_dropout: float,
+    n_test: int | None = None,
+    counts: Mapping[tuple[bool, int], int] | None = None,
 ) -> Plan:
+    """The SYSU-MM01 plan: ``per_camera`` images of each identity per camera that saw it, or, with
+    ``counts``, ``counts[(is_test_identity, camera)]`` (the real dataset's per-camera counts differ)."""
     pids = [ident.pid for ident in identities]
     order = [int(p) for p in rng_for(seed, STREAM_SPLIT, 0).permutation(pids)]
     n_test = len(pids) // 2 if n_test is None else n_test
@@ -83,7 +91,7 @@ def plan_sysu(
     test_set = set(test)
     for ident in identities:
         for cam in _sysu_cameras(seed, ident.pid, ident.pid in test_set, camera_dropout):
-            for n in range(1, per_camera + 1):
+            for n in range(1, (per_camera if counts is None else counts[ident.pid in test_set, cam]) + 1):
                 pose = sample_pose(rng_for(seed, STREAM_POSE, ident.pid, cam, n), ident)
                 rel = f"cam{cam}/{ident.pid:04d}/{n:04d}.jpg"
                 images.append(PlannedImage(rel, ident.pid, cam, n, SYSU_STYLES[cam], pose))

@@ -4,8 +4,10 @@ Weights: the official checkpoints of deep-high-resolution-net.pytorch, e.g.
 ``pose_hrnet_w32_256x192.pth`` (``--weights FILE``, or the file of that name in ``$KGLFR_HOME`` /
 ``~/.cache/kglfr``). They load with strict key matching into ``kglfr.keypoints.hrnet_arch.PoseHRNet``;
 files saved as ``{"state_dict": ...}`` or from ``DataParallel`` (``module.`` prefixes) are accepted,
-with a warning naming the mapping. Files are read with ``torch.load(weights_only=True)``: no pickled
-code runs.
+with a warning naming the mapping, and so are mmpose's (``backbone.`` + the official names,
+``keypoint_head.final_layer.``; what ``kglfr keypoints --fetch-model hrnet`` downloads). The width
+(W32 or W48) is read from the file unless ``arch`` is given. Files are read with
+``torch.load(weights_only=True)``: no pickled code runs.
 
 Inference: the keypoint cache gives each ORIGINAL image already resized to the network input
 (``pose_input_hw``, default 320 x 160, H x W); other sizes are resized here with ``cv2``. Images are
@@ -82,14 +84,17 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         if all(k.startswith(prefix) for k in state):
             log.warning("%s: removing the %r prefix from all %d keys", path, prefix, len(state))
             state = {k[len(prefix) :]: v for k, v in state.items()}
+    from kglfr.keypoints.hrnet_arch import from_mmpose, is_mmpose_layout
+
+    if is_mmpose_layout(list(state)):
+        log.info("%s: mmpose layout (backbone. / keypoint_head.final_layer.), mapped to the official names", path)
+        state = from_mmpose(state)
     return state
 
 
 def load_hrnet_weights(model: PoseHRNet, path: str | Path) -> None:
     """Load ``path`` into ``model`` with strict key matching (see ``_read_checkpoint`` for accepted
-    wrappers). Checkpoints saved before BatchNorm counted batches lack ``num_batches_tracked``: those
-    entries, unused at inference, are kept from the model with a warning. Anything else that does not
-    match raises ``KglfrError`` with the counts and the first few keys."""
+    wrappers and mmpose's layout); see :func:`load_hrnet_state`."""
     path = Path(path)
     load_hrnet_state(model, _read_checkpoint(path), path)
 
@@ -97,20 +102,23 @@ def load_hrnet_weights(model: PoseHRNet, path: str | Path) -> None:
 def detect_arch(state: Mapping[str, torch.Tensor]) -> str | None:
     """``"w32"`` / ``"w48"``: the HRNet width a state dict holds (its first high-resolution branch's
     channels), or None when it is not an HRNet of a known width."""
-    probe = state.get("stage2.0.branches.0.0.conv1.weight")
-    arch = f"w{probe.shape[0]}" if probe is not None and probe.ndim == 4 else None
-    return arch if arch in ARCH_NAMES else None
+    from kglfr.keypoints.hrnet_arch import width_of
+
+    width = width_of(state)
+    return f"w{width}" if width is not None and f"w{width}" in ARCH_NAMES else None
 
 
 def load_hrnet_state(model: PoseHRNet, state: dict[str, torch.Tensor], path: Path) -> None:
-    """:func:`load_hrnet_weights` of a state dict already read from ``path``."""
+    """Load a state dict read from ``path`` into ``model`` strictly. Checkpoints saved before BatchNorm
+    counted batches lack ``num_batches_tracked``: those entries, unused at inference, are kept from the
+    model with a warning. Anything else that does not match raises ``KglfrError`` with the counts and
+    the first few keys."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing and not unexpected and all(k.endswith("num_batches_tracked") for k in missing):
         log.warning("%s has no num_batches_tracked entries (%d); keeping the model's", path, len(missing))
-        for k in missing:
-            state[k] = own[k]
+        state = {**state, **{k: own[k] for k in missing}}
         missing = []
     if missing or unexpected:
         raise KglfrError(
@@ -192,6 +200,7 @@ class HRNetBackend(PoseBackend):
             if weights is not None:
                 raise KglfrError("pass either weights or random_init, not both")
             self.weights_path, self._weights_tag = None, f"random{seed}"
+            self.arch = arch or "w32"
             with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
                 torch.manual_seed(seed)
                 self.model = PoseHRNet(self.arch)
