@@ -15,6 +15,7 @@ EXAMPLES = """
   kglfr train --config sysu/baseline --out runs/sysu-base data.store=stores/sysu train.seed=1
   kglfr train --config regdb/kglfr --out runs/regdb data.store=stores/regdb --trial all   # runs/regdb/trial1..10
   kglfr train --config demo --out runs/mine data.store=runs/demo/store train.epochs=5
+  kglfr train --config demo --out runs/fp32 data.store=runs/demo/store train.amp=off train.channels_last=false
   kglfr train --resume runs/sysu-kglfr                  # continue an interrupted run where it stopped
   torchrun --nproc_per_node 2 -m kglfr train --config sysu/kglfr --out runs/ddp data.store=stores/sysu
 
@@ -26,6 +27,10 @@ train.seed, ...); an unknown key is an error naming the closest ones. The run fo
 --trial all: RUN/trial1..10, then RUN/report.md and RUN/RESULT.json, every trial's row and the mean ± std
 over the ten models beside the paper's figures; a failed trial is recorded and the next one trains (exit
 non-zero at the end, naming it); --resume RUN continues the unfinished trials and writes the table again.
+Precision: train.amp=auto trains under bf16 autocast + channels_last on a GPU with bf16 (fp16 on older GPUs)
+and on a CPU with native bf16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo), float32 on other CPUs;
+eval.amp=auto evaluates in float32 on every device. train.log, metrics.jsonl (type runtime) and summary.json
+say which was chosen and why. On/off keys (train.channels_last, train.compile) take true/false too.
 """
 
 

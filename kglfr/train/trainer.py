@@ -465,9 +465,10 @@ def train(
 
 
 def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: bool, extra: Sequence) -> TrainResult:
-    log.info("run %s: seed %d, device %s%s, amp %s, %s", folder, int(cfg.train.seed), rt.device,
-             f", DDP {rt.world_size} processes" if rt.world_size > 1 else "", rt.amp_name,
-             "channels_last" if rt.channels_last else "contiguous")  # fmt: skip
+    log.info("run %s: seed %d, device %s%s, amp %s, %s (%s); evaluation amp %s (%s)", folder, int(cfg.train.seed),
+             rt.device, f", DDP {rt.world_size} processes" if rt.world_size > 1 else "", rt.amp_name,
+             "channels_last" if rt.channels_last else "contiguous", rt.why, rt.evaluation.amp_name,
+             rt.evaluation.why)  # fmt: skip
     ckpt = load_checkpoint(folder / CHECKPOINT) if resume else None
     trainer = Trainer(cfg, rt, checkpoint=ckpt, source=str(folder / CHECKPOINT))
     if resume:
@@ -476,6 +477,7 @@ def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: boo
         write_atomic(folder / CONFIG, lambda f: f.write(C.to_yaml(cfg)))
     _log_plan(trainer)
     metrics = MetricsLog(folder, rt.main, cfg.train.tensorboard)
+    metrics.write(rt.record())  # the precision and memory format chosen, and why
     evaluator = EvalHook(folder, metrics, progress)
     try:
         with stop_on_signals() as flag:
@@ -509,7 +511,8 @@ def _finish(trainer: Trainer, folder: Path, evaluator: EvalHook) -> TrainResult:
     evaluation = evaluator.final(trainer)
     summary: dict = {}
     if rt.main:
-        summary = write_report(folder, evaluation, cfg, trainer.store, epochs, trainer.weights, rt.amp_name)
+        summary = write_report(folder, evaluation, cfg, trainer.store, epochs, trainer.weights, rt.amp_name,
+                               rt.evaluation.amp_name)  # fmt: skip
         if evaluator.evals and cfg.eval.report_epoch == "best":
             summary["best_epoch_on_test_set"] = best_on_test_set(evaluator.evals)
             write_json_atomic(folder / "summary.json", summary, indent=2)
