@@ -137,7 +137,8 @@ def test_the_api_model_runs_under_its_policy(store):
 # For each command: (amp_name, channels_last) under amp=auto, channels_last=auto.
 BF16_CL, FP32_CL, FP32 = ("bfloat16", True), ("off", True), ("off", False)
 POLICY_TABLE = {
-    "native_bf16": {"train": BF16_CL, "extract": BF16_CL, "search": BF16_CL, "gradcam": BF16_CL, "evaluate": FP32_CL},
+    # training: bf16 once R.CPU_AUTO_BF16_TRAINING is on (see test_native_bf16_training_waits_for_its_switch)
+    "native_bf16": {"train": FP32, "extract": BF16_CL, "search": BF16_CL, "gradcam": BF16_CL, "evaluate": FP32_CL},
     "avx512": {"train": FP32, "extract": FP32_CL, "search": FP32_CL, "gradcam": FP32_CL, "evaluate": FP32_CL},
     "avx2": {"train": FP32, "extract": FP32_CL, "search": FP32_CL, "gradcam": FP32_CL, "evaluate": FP32_CL},
     "cuda_bf16": {c: ("bfloat16", True) for c in R.COMMANDS} | {"evaluate": FP32_CL},
@@ -164,6 +165,17 @@ def test_the_policy_table(kind, fake_cpu, monkeypatch):
         elif kind in ("avx512", "avx2"):
             assert "no native bfloat16" in p.why
     assert resolve_policy(device, "off", command="evaluate").why == "asked for (amp=off)"
+
+
+def test_native_bf16_training_waits_for_its_switch(fake_cpu, monkeypatch):
+    fake_cpu("native_bf16")
+    held = resolve_policy("cpu", training=True)
+    assert (held.amp_name, held.channels_last) == ("off", False) and "training stays float32" in held.why
+    monkeypatch.setattr(R, "CPU_AUTO_BF16_TRAINING", True)
+    on = resolve_policy("cpu", training=True)
+    assert (on.amp_name, on.channels_last, on.why) == ("bfloat16", True, resolve_policy("cpu").why)
+    fake_cpu("avx512")
+    assert resolve_policy("cpu", training=True).amp_name == "off"  # no native bf16: float32 either way
 
 
 def test_asking_overrides_auto_for_every_command(fake_cpu):
