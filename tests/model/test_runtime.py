@@ -133,7 +133,7 @@ def test_the_api_model_runs_under_its_policy(store):
         ReIDModel(eval_net(6), ckpt, amp="fp16")
 
 
-# The policy table (docs/training.md, "Precision and memory format"): device x command -> precision, layout.
+# The policy table (docs/training.md, "GPU, AMP and DDP"): device x command -> precision, memory format.
 # For each command: (amp_name, channels_last) under amp=auto, channels_last=auto.
 BF16_CL, FP32_CL, FP32 = ("bfloat16", True), ("off", True), ("off", False)
 POLICY_TABLE = {
