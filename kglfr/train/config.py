@@ -101,8 +101,8 @@ class TrainConfig:
     epochs: int = bounded(100, ge=1)
     seed: int = bounded(0, ge=0)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    # auto: the runtime policy (kglfr.runtime): bf16 on a GPU that has it, else fp16; bf16 on a CPU with native
-    # bf16 (avx512_bf16 / amx_bf16), float32 on other CPUs. off: float32 (on the CPU: the contiguous fp32 path)
+    # auto: the runtime policy (kglfr.runtime): bf16 on a GPU that has it, else fp16; float32 on the CPU (bf16 on
+    # one with native bf16 once kglfr.runtime.CPU_AUTO_BF16_TRAINING is on). off: float32 (contiguous on the CPU)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU, and under autocast; true/false too
     compile: Literal["off", "auto", "on"] = "off"  # torch.compile the model; auto: fall back with a warning
