@@ -39,9 +39,10 @@ class ReIDModel:
     """A trained kglfr model ready for inference: ``embed`` images of one modality into features."""
 
     def __init__(self, model: torch.nn.Module, checkpoint: dict, device: str | torch.device = "cpu",
-                 path: str | Path | None = None, amp: str = "auto") -> None:  # fmt: skip
+                 path: str | Path | None = None, amp: str = "auto", command: str = "extract") -> None:  # fmt: skip
         self.device = parse_device(device)
-        self.policy = resolve_policy(self.device, amp)  # autocast dtype and memory format (kglfr.runtime)
+        # autocast dtype and memory format (kglfr.runtime); command: what amp=auto decides for
+        self.policy = resolve_policy(self.device, amp, command=command)
         self.model = self.policy.model(model).eval()
         self.checkpoint = checkpoint
         self.path = None if path is None else Path(path)
@@ -118,16 +119,19 @@ class ReIDModel:
                 f"feature_dim={self.feature_dim}, amp={self.policy.amp_name})")  # fmt: skip
 
 
-def load(checkpoint: str | Path, device: str | torch.device = "cpu", amp: str = "auto") -> ReIDModel:
+def load(checkpoint: str | Path, device: str | torch.device = "cpu", amp: str = "auto",
+         command: str = "extract") -> ReIDModel:  # fmt: skip
     """The trained model of a ``kglfr train`` checkpoint (file or run folder) as a :class:`ReIDModel`.
-    ``amp``: auto (the runtime policy: bf16 on a GPU that has it, fp16 on older GPUs, float32 on the CPU),
-    off (float32), bf16, fp16, or int8 (CPU: int8 backbones calibrated on the first images of each
-    modality the model embeds, :mod:`kglfr.model.quantize`); channels_last follows the policy."""
+    ``amp``: auto (the runtime policy: bf16 on a GPU that has it, fp16 on older GPUs, bf16 on a CPU with
+    native bf16, float32 on other CPUs; float32 everywhere for ``command="evaluate"``), off (float32), bf16,
+    fp16, or int8 (CPU: int8 backbones calibrated on the first images of each modality the model embeds,
+    :mod:`kglfr.model.quantize`); channels_last follows the policy. ``command``: one of
+    :data:`kglfr.runtime.COMMANDS`."""
     from kglfr.runtime import parse_device
     from kglfr.train.checkpoint import load_model
 
     model, data = load_model(checkpoint, parse_device(device))
-    return ReIDModel(model, data, device, checkpoint, amp)
+    return ReIDModel(model, data, device, checkpoint, amp, command)
 
 
 def embed_paths(model: ReIDModel, paths: Sequence[Path], modality, **kw) -> np.ndarray:

@@ -1,14 +1,28 @@
-"""The runtime policy, decided once for a device: autocast dtype, memory format and threads.
+"""The runtime policy, decided once for a device and a command: autocast dtype, memory format and threads.
 
 Training (``train.amp`` / ``train.channels_last``), extraction, evaluation, search, Grad-CAM and
-``kglfr.load(..., amp=...)`` all ask :func:`resolve_policy`. ``auto`` picks, for the device in use:
+``kglfr.load(..., amp=...)`` all ask :func:`resolve_policy`. ``auto`` picks, for the device and command:
 
-* a GPU: bfloat16 autocast where the GPU has it, else float16 (training adds a GradScaler);
-* a CPU: float32; ``bf16`` asks for bfloat16 autocast (fast only on CPUs with native bfloat16, AVX512-BF16
-  or AMX, read from ``/proc/cpuinfo``; emulated elsewhere). :data:`CPU_AUTO_BF16` would make ``auto`` pick
-  it on such CPUs; it stays off because bf16 features of a trained model do not match float32's closely
-  enough (the demo's trained ResNet-18: cosine 0.986 min, 0.995 mean; Rank-1 -0.4 points), so a model's
-  numbers would depend on the machine.
+============================  =======================  =====================  ==========================
+device                        train                    extract, search,       evaluate (``kglfr
+                                                       Grad-CAM               evaluate``, the training's)
+============================  =======================  =====================  ==========================
+GPU with bf16                 bf16, channels_last      bf16, channels_last    float32, channels_last
+GPU without bf16              fp16, channels_last      fp16, channels_last    float32, channels_last
+CPU with native bf16          float32, contiguous (*)  bf16, channels_last    float32, channels_last
+(``avx512_bf16``/``amx_bf16``)
+CPU without (AVX-512, AVX2)   float32, contiguous      float32,               float32, channels_last
+                                                       channels_last
+============================  =======================  =====================  ==========================
+
+(*) bf16 + channels_last once :data:`CPU_AUTO_BF16_TRAINING` is on: it waits for the demo trained under
+bf16 and float32 (3 seeds each) to show that bf16 costs no accuracy; ``train.amp=bf16`` asks for it.
+
+Native bf16 is read from the CPU's flags in ``/proc/cpuinfo`` (:func:`cpu_has_bf16`), not from what
+mkldnn claims: bf16 is emulated elsewhere and slower than float32 there. Evaluation stays float32 under
+``auto`` on every device so that reported numbers do not depend on the machine (bf16 features of a trained
+model differ from float32's by a little: the demo's ResNet-18, cosine 0.986 min, 0.995 mean); ``--amp`` /
+``eval.amp`` asks for another. Each :class:`Policy` carries ``why``: the reason, for logs and records.
 
 ``int8`` (inference on the CPU, asked for, never picked by ``auto``): int8 backbones up to layer3,
 calibrated on the first images embedded (:mod:`kglfr.model.quantize`); extraction 1.4-1.8x faster than
@@ -16,8 +30,8 @@ float32 on a 2-core CPU with AVX512-VNNI; the features approximate float32's.
 
 Memory format ``auto``: channels_last on a GPU, under autocast, and for inference on the CPU (float32
 channels_last: the same features up to float noise, 1.07-1.13x faster on a 2-core Xeon); a CPU training
-step in float32 stays contiguous, so ``train.amp=off`` (and ``auto``) on the CPU is the training path of
-before, bit for bit. A dtype the device cannot run is one error naming what it supports.
+step in float32 stays contiguous, so ``train.amp=off`` on the CPU is the training path of before, bit for
+bit. A dtype the device cannot run is one error naming what it supports.
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ from __future__ import annotations
 import functools
 import logging
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,14 +54,18 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
-CPU_AUTO_BF16 = False  # amp=auto on a CPU with native bf16 picks bf16 (see the module doc for why not)
+COMMANDS = ("train", "extract", "search", "gradcam", "evaluate")  # what a policy is for (auto differs by it)
+CPUINFO = "/proc/cpuinfo"  # where the CPU's flags are read (tests point it at a fake CPU's file)
+# train.amp=auto on a CPU with native bf16 trains in bf16. Off until the demo's bf16 and float32 trainings
+# (3 seeds each) show that bf16 costs no accuracy (docs/benchmarks.md); train.amp=bf16 asks for it meanwhile.
+CPU_AUTO_BF16_TRAINING = False
 
 
-@functools.lru_cache(maxsize=2)
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where unknown)."""
+@functools.lru_cache(maxsize=8)
+def cpu_flags(cpuinfo: str | Path | None = None) -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (:data:`CPUINFO`; empty where unknown)."""
     try:
-        text = Path(cpuinfo).read_text(errors="replace")
+        text = Path(CPUINFO if cpuinfo is None else cpuinfo).read_text(errors="replace")
     except OSError:
         return frozenset()
     for line in text.splitlines():
@@ -56,16 +74,16 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def cpu_has_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+def cpu_has_bf16(cpuinfo: str | Path | None = None) -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16); False where unknown
     (emulated bfloat16 is slower than float32 there)."""
-    return any(f in cpu_flags(cpuinfo) for f in CPU_BF16_FLAGS)
+    return any(f in cpu_flags(CPUINFO if cpuinfo is None else cpuinfo) for f in CPU_BF16_FLAGS)
 
 
-def cpu_has_vnni(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+def cpu_has_vnni(cpuinfo: str | Path | None = None) -> bool:
     """Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI): int8 products summed without the overflow
     that makes PyTorch's x86 int8 kernels use 7-bit activations elsewhere."""
-    return any(f in cpu_flags(cpuinfo) for f in CPU_VNNI_FLAGS)
+    return any(f in cpu_flags(CPUINFO if cpuinfo is None else cpuinfo) for f in CPU_VNNI_FLAGS)
 
 
 INT8_ENGINES = ("x86", "fbgemm")  # PyTorch's int8 CPU kernels for x86 (x86 = fbgemm + oneDNN, by shape)
@@ -92,10 +110,23 @@ def supported_amp(device: torch.device, training: bool = False) -> tuple[str, ..
     return ("off", "bf16") if training or int8_engine() is None else ("off", "bf16", "int8")
 
 
-def _auto_dtype(device: torch.device) -> torch.dtype | None:
+def auto_amp(device: torch.device, command: str = "extract") -> tuple[torch.dtype | None, str]:
+    """What ``amp=auto`` picks for ``command`` (one of :data:`COMMANDS`) on ``device``, and why."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}")
+    if command == "evaluate":
+        return None, "auto: evaluation runs float32 on every device, so reported numbers do not depend on the machine"
     if device.type == "cuda":
-        return DTYPES["bf16"] if torch.cuda.is_bf16_supported() else DTYPES["fp16"]
-    return DTYPES["bf16"] if CPU_AUTO_BF16 and cpu_has_bf16() else None
+        if torch.cuda.is_bf16_supported():
+            return DTYPES["bf16"], "auto: the GPU computes bfloat16"
+        return DTYPES["fp16"], "auto: the GPU has no bfloat16, float16 instead"
+    native = sorted(f for f in CPU_BF16_FLAGS if f in cpu_flags(CPUINFO))
+    if native and command == "train" and not CPU_AUTO_BF16_TRAINING:
+        return None, (f"auto: the CPU computes bfloat16 natively ({', '.join(native)}), but training stays float32 "
+                      "until bf16 is measured to cost no accuracy (train.amp=bf16 asks for it)")  # fmt: skip
+    if native:
+        return DTYPES["bf16"], f"auto: the CPU computes bfloat16 natively ({', '.join(native)})"
+    return None, "auto: the CPU has no native bfloat16 (avx512_bf16, amx_bf16); emulated, it is slower than float32"
 
 
 def _describe(device: torch.device) -> str:
@@ -104,14 +135,16 @@ def _describe(device: torch.device) -> str:
     return "the CPU"
 
 
-def amp_dtype(amp: str, device: torch.device, name: str = "amp", training: bool = False) -> torch.dtype | None:
+def amp_dtype(amp: str, device: torch.device, name: str = "amp", training: bool = False,
+              command: str | None = None) -> torch.dtype | None:  # fmt: skip
     """The autocast dtype for ``amp`` (auto, off, bf16, fp16; int8 is float32 around int8 backbones) on
     ``device``: None means float32. ``name`` is the parameter as the caller's users know it (``train.amp``,
-    ``--amp``); ``training``: for a training step (no int8)."""
+    ``--amp``); ``training``: for a training step (no int8); ``command``: what auto decides for (default:
+    train when ``training``, else extract)."""
     if amp not in AMP_CHOICES:
         raise KglfrError(f"unknown {name} {amp!r}; use one of {', '.join(AMP_CHOICES)}")
     if amp == "auto":
-        return _auto_dtype(device)
+        return auto_amp(device, command or ("train" if training else "extract"))[0]
     if amp == "off":
         return None
     supported = supported_amp(device, training)
@@ -133,6 +166,7 @@ class Policy:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     int8: bool = False  # int8 backbones (kglfr.model.quantize.Int8Model), float32 head
+    why: str = field(default="", compare=False)  # why this precision: auto's reason, or what was asked for
 
     @property
     def amp_name(self) -> str:
@@ -161,7 +195,14 @@ class Policy:
         return model.to(self.device, memory_format=self.memory_format)
 
     def describe(self) -> str:
-        return f"{self.device}, amp {self.amp_name}, {'channels_last' if self.channels_last else 'contiguous'}"
+        """``cpu, amp bfloat16, channels_last`` and, where known, why (``(auto: the CPU ...)``)."""
+        text = f"{self.device}, amp {self.amp_name}, {'channels_last' if self.channels_last else 'contiguous'}"
+        return f"{text} ({self.why})" if self.why else text
+
+    def record(self) -> dict:
+        """The policy as run records keep it: amp, memory format, device and why."""
+        return {"amp": self.amp_name, "memory_format": "channels_last" if self.channels_last else "contiguous",
+                "device": str(self.device), "why": self.why}  # fmt: skip
 
 
 def parse_device(device: str | torch.device, name: str = "device") -> torch.device:
@@ -179,21 +220,25 @@ def parse_device(device: str | torch.device, name: str = "device") -> torch.devi
 
 
 def resolve_policy(device: str | torch.device, amp: str = "auto", channels_last: str | bool = "auto",
-                   name: str = "amp", training: bool = False) -> Policy:  # fmt: skip
+                   name: str = "amp", training: bool = False, command: str | None = None) -> Policy:  # fmt: skip
     """The policy for ``device`` under the user's ``amp`` and ``channels_last`` (auto, on, off or a bool);
-    ``training``: for a training step (float32 stays contiguous there on the CPU, see the module doc)."""
+    ``training``: for a training step (float32 stays contiguous there on the CPU, see the module doc);
+    ``command``: one of :data:`COMMANDS`, what ``auto`` decides for (default: train or extract)."""
     device = parse_device(device)
-    dtype = amp_dtype(amp, device, name, training)
+    command = command or ("train" if training else "extract")
+    dtype = amp_dtype(amp, device, name, training, command)
+    sep = " " if name.startswith("--") else "="
+    why = auto_amp(device, command)[1] if amp == "auto" else f"asked for ({name}{sep}{amp})"
     if amp == "int8":  # the int8 kernels pick their own layout; the float head needs none
-        return Policy(device, None, False, int8=True)
+        return Policy(device, None, False, int8=True, why=why)
     if isinstance(channels_last, bool):
         cl = channels_last
     elif channels_last in CHANNELS_LAST_CHOICES:
         auto = device.type == "cuda" or dtype is not None or not training
         cl = auto if channels_last == "auto" else channels_last == "on"
     else:
-        raise KglfrError(f"unknown channels_last {channels_last!r}; use auto, on or off")
-    return Policy(device, dtype, cl)
+        raise KglfrError(f"unknown channels_last {channels_last!r}; use auto, on or off (or true, false)")
+    return Policy(device, dtype, cl, why=why)
 
 
 def input_format(model: torch.nn.Module) -> torch.memory_format:

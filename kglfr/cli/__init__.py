@@ -88,8 +88,13 @@ def as_flags(error: KglfrError, flags: dict[str, str]) -> KglfrError:
 
 
 AMP_HELP = (
-    "autocast dtype: auto (default: bf16 on a GPU that has it, fp16 on older GPUs, float32 on the CPU; "
-    "channels_last with it), off (float32), bf16 (on a CPU fast only with native bf16), fp16 (GPU only)"
+    "autocast dtype: auto (default: bf16 on a GPU that has it, fp16 on older GPUs, bf16 on a CPU with native "
+    "bf16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo), float32 on other CPUs; channels_last with it; the output "
+    "says which and why), off (float32), bf16 (on a CPU fast only with native bf16), fp16 (GPU only)"
+)
+EVAL_AMP_HELP = (
+    "autocast dtype: auto (default: float32 on every device, so reported numbers do not depend on the "
+    "machine), off (float32), bf16 (on a CPU fast only with native bf16), fp16 (GPU only)"
 )
 INT8_HELP = (
     " or int8 (CPU inference: the backbone up to layer3 in int8, calibrated on 128 of the images of each "
@@ -97,18 +102,20 @@ INT8_HELP = (
 )
 
 
-def add_amp_option(p: argparse.ArgumentParser, prefix: str = "", int8: bool = True) -> None:
+def add_amp_option(p: argparse.ArgumentParser, prefix: str = "", int8: bool = True, evaluate: bool = False) -> None:
     """``--amp auto|off|bf16|fp16[|int8]`` of the commands that run a model (the runtime policy,
-    kglfr.runtime); ``int8``: offer int8 (inference without gradients)."""
+    kglfr.runtime); ``int8``: offer int8 (inference without gradients); ``evaluate``: auto is float32."""
     choices = ("auto", "off", "bf16", "fp16", "int8") if int8 else ("auto", "off", "bf16", "fp16")
-    p.add_argument("--amp", choices=choices, default="auto", help=prefix + AMP_HELP + (INT8_HELP if int8 else ""))
+    text = EVAL_AMP_HELP if evaluate else AMP_HELP
+    p.add_argument("--amp", choices=choices, default="auto", help=prefix + text + (INT8_HELP if int8 else ""))
 
 
-def resolve_amp(args: argparse.Namespace):
-    """The runtime policy of ``--device`` / ``--amp``; an unsupported dtype is one line naming the flags."""
+def resolve_amp(args: argparse.Namespace, command: str = "extract"):
+    """The runtime policy of ``--device`` / ``--amp`` for ``command`` (kglfr.runtime.COMMANDS); an
+    unsupported dtype is one line naming the flags."""
     from kglfr.runtime import resolve_policy
 
-    return resolve_policy(args.device, args.amp, name="--amp")
+    return resolve_policy(args.device, args.amp, name="--amp", command=command)
 
 
 def fraction(text: str) -> float:

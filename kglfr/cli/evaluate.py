@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--flip", action="store_true", help="with --checkpoint: average image and mirror features")
     p.add_argument("--device", default="cpu", help="with --checkpoint: cpu (default) or cuda")
-    add_amp_option(p, "with --checkpoint: ")
+    add_amp_option(p, "with --checkpoint: ", evaluate=True)
     p.add_argument(
         "--protocol",
         default=None,
@@ -217,7 +217,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     if not protocols:
         raise KglfrError(f"no published protocol for dataset {store.dataset!r}; pass --protocol")
     official = store_permutations(store, args.gallery_perm) if args.gallery_draw == "official" else None
-    policy = resolve_amp(args)
+    policy = resolve_amp(args, "evaluate")
     model, data = load_model(args.checkpoint, args.device)
     model = policy.model(model)
     made_by = made_by_checkpoint(args, store)
@@ -239,7 +239,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
     )
     for name, by in ev.results.items():
         result = by[args.feature]
-        print(f"{args.feature} feature of {args.checkpoint} (amp {policy.amp_name}; "
+        print(f"{args.feature} feature of {args.checkpoint} (amp {policy.amp_name}: {policy.why}; "
               f"chance Rank-1 {ev.chance_rank1[name]:.2f})")  # fmt: skip
         print(format_table(result))
         if args.worst is not None:
@@ -251,7 +251,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
         from kglfr.api import ReIDModel
         from kglfr.inference.failures import worst_queries
 
-        reid = ReIDModel(model, data, args.device, args.checkpoint, args.amp)
+        reid = ReIDModel(model, data, args.device, args.checkpoint, args.amp, "evaluate")
         reid.input_size = tuple(int(v) for v in size)
         fs = ev.features[args.feature]  # the features just scored: no second extraction
         for name in ev.results:

@@ -69,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
         raise KglfrError("--modality is for --images; a store knows the modality of every image")
     if args.images and Path(args.images).expanduser().is_file():
         raise KglfrError(f"--images {args.images} is a file, not a folder; give the folder that holds the images")
-    resolve_amp(args)  # an --amp the device cannot run: one line, before the checkpoint is read
-    model = load(args.checkpoint, args.device, args.amp)
+    resolve_amp(args, "extract")  # an --amp the device cannot run: one line, before the checkpoint is read
+    model = load(args.checkpoint, args.device, args.amp, "extract")
+    print(f"model: {model.policy.describe()}")
     if args.store:
         from kglfr.data.store import Store
         from kglfr.eval.extract import checkpoint_trial
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         fs = folder_feature_set(model, args.images, args.modality, args.feature, args.flip, args.batch_size,
                                 progress=True)  # fmt: skip
-    path = save_features(args.out, fs.feats, fs.pids, fs.cams, fs.paths, fs.modalities)
+    path = save_features(args.out, fs.feats, fs.pids, fs.cams, fs.paths, fs.modalities, amp=model.policy.amp_name)
     known = int((fs.pids >= 0).sum())
     print(f"wrote {path}: {len(fs)} images x {fs.feats.shape[1]} ({args.feature} feature, "
           f"amp {model.policy.amp_name}), {known} with a known identity")  # fmt: skip

@@ -87,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.out, option="--out")
     if args.gallery_root and not str(args.gallery).endswith(".npz"):
         warn("--gallery-root applies to a features file gallery; a folder gallery draws its own images")
-    resolve_amp(args)  # an --amp the device cannot run: one line, before the checkpoint is read
-    model = load(args.checkpoint, args.device, args.amp)
+    resolve_amp(args, "search")  # an --amp the device cannot run: one line, before the checkpoint is read
+    model = load(args.checkpoint, args.device, args.amp, "search")
+    print(f"model: {model.policy.describe()}")
     res = search(model, args.query, args.query_modality, args.gallery, gallery_modality=args.gallery_modality,
                  gallery_root=args.gallery_root, top=args.top, method=args.method, flip=args.flip,
                  cache=not args.no_cache, batch_size=args.batch_size, progress=True)  # fmt: skip

@@ -18,6 +18,7 @@ EXAMPLES = """
   kglfr train --config sysu/caj --out runs/sysu-caj data.store=stores/sysu    # CAJ; also sysu/agw, sysu/kglfr_caj
   kglfr train --config demo_caj --out runs/demo-caj data.store=runs/demo/store   # CAJ at demo size, random init
   kglfr train --config demo --out runs/demo-agw data.store=runs/demo/store method.name=agw   # another method
+  kglfr train --config demo --out runs/fp32 data.store=runs/demo/store train.amp=off train.channels_last=false
   kglfr train --resume runs/sysu-kglfr                  # continue an interrupted run where it stopped
   torchrun --nproc_per_node 2 -m kglfr train --config sysu/kglfr --out runs/ddp data.store=stores/sysu
 
@@ -30,6 +31,11 @@ train.seed, ...); an unknown key is an error naming the closest ones. The run fo
 --trial all: RUN/trial1..10, then RUN/report.md and RUN/RESULT.json, every trial's row and the mean ± std
 over the ten models beside the paper's figures; a failed trial is recorded and the next one trains (exit
 non-zero at the end, naming it); --resume RUN continues the unfinished trials and writes the table again.
+Precision: train.amp=auto trains under bf16 autocast + channels_last on a GPU with bf16 (fp16 on older GPUs)
+and in float32 on the CPU, one with native bf16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo) too until bf16
+training is measured to cost no accuracy (train.amp=bf16 asks for it); eval.amp=auto evaluates in float32
+on every device. train.log, metrics.jsonl (type runtime) and summary.json
+say which was chosen and why. On/off keys (train.channels_last, train.compile) take true/false too.
 """
 
 

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         title = None
     else:
         raise KglfrError("give --images IMG ... --modality M, or --store S --pid P")
-    resolve_amp(args)  # an --amp the device cannot run: one line, before the checkpoint is read
-    model = load(args.checkpoint, args.device, args.amp)
+    resolve_amp(args, "gradcam")  # an --amp the device cannot run: one line, before the checkpoint is read
+    model = load(args.checkpoint, args.device, args.amp, "gradcam")
+    print(f"model: {model.policy.describe()}")
     print(f"wrote {gradcam_figure(model, visible, infrared, args.out, title)}")
     return 0

@@ -10,6 +10,8 @@ Keys (N = number of test images, every image a protocol may use as query or gall
   per-trial gallery draw sorts each (identity, camera)'s images by it, so it must be unique
 - ``modalities`` (optional): N integers, 0 visible, 1 infrared (:class:`kglfr.data.records.Modality`);
   needed for LLCM when the paths do not start with ``vis/`` or ``nir/``
+- ``amp`` (optional, written by ``kglfr extract``): a 0-d string, the precision the features were computed
+  in (``off`` = float32, ``bfloat16``, ``float16``, ``int8``); readers ignore it
 
 Files are read with ``allow_pickle=False``: ``paths`` must be a string array, not an object array.
 """
@@ -140,13 +142,16 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
     return replace(fs, sha256=file_sha256(path))
 
 
-def save_features(path: str | os.PathLike, feats, pids, cams, paths, modalities=None) -> Path:
+def save_features(path: str | os.PathLike, feats, pids, cams, paths, modalities=None, amp: str | None = None) -> Path:
     """Write a features file that ``kglfr evaluate --features`` reads (validated first; written
-    atomically). ``feats`` keeps its float dtype; ``paths`` is stored as a string array."""
+    atomically). ``feats`` keeps its float dtype; ``paths`` is stored as a string array; ``amp``, the
+    precision the features were computed in (``off``, ``bfloat16``, ...), is kept as the array ``amp``."""
     fs = check_features(feats, pids, cams, paths, modalities, source=str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"feats": fs.feats, "pids": fs.pids, "cams": fs.cams, "paths": fs.paths}
     if fs.modalities is not None:
         arrays["modalities"] = fs.modalities
+    if amp is not None:
+        arrays["amp"] = np.asarray(amp)
     return write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)

@@ -119,10 +119,10 @@ class TrainConfig:
     epochs: int = bounded(100, ge=1)
     seed: int = bounded(0, ge=0)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    # auto: the runtime policy (kglfr.runtime): bf16 on a GPU that has it, else fp16; float32 on the CPU (bf16
-    # asks for it: fast on CPUs with avx512_bf16 / amx_bf16). off: float32 (on the CPU: the contiguous fp32 path)
+    # auto: the runtime policy (kglfr.runtime): bf16 on a GPU that has it, else fp16; float32 on the CPU (bf16 on
+    # one with native bf16 once kglfr.runtime.CPU_AUTO_BF16_TRAINING is on). off: float32 (contiguous on the CPU)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU, and on the CPU under autocast
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU, and under autocast; true/false too
     compile: Literal["off", "auto", "on"] = "off"  # torch.compile the model; auto: fall back with a warning
     threads: int = bounded(0, ge=0)  # CPU threads for torch (0: torch's default)
     iters_per_epoch: int | None = bounded(None, ge=1)  # None: visible images / (ids_per_batch x per_modality)
@@ -140,6 +140,7 @@ class EvalConfig:
     report_epoch: Literal["last", "best"] = "last"  # best: the best epoch on the test set, a labelled option
     gallery_draw: Literal["seeded", "official"] = "seeded"  # SYSU: random.seed(trial) as AGW, or the .mat file
     gallery_perm: str | None = None  # official: the .mat file; None: <source root>/exp/rand_perm_cam.mat
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # the evaluations' precision; auto: float32 everywhere
     report_page: bool = True  # RUN/report.html (kglfr.report) after each evaluation and at the end
 
 
@@ -277,7 +278,7 @@ def _merge(schema: DictConfig, values: DictConfig | dict, source: str) -> DictCo
         raise ConfigError(f"{source}: model.pretrained must be imagenet, none (random initialisation) or a "
                           "weights file; null is no longer accepted")  # fmt: skip
     try:
-        return OmegaConf.merge(schema, values)
+        return OmegaConf.merge(schema, on_off(values) if isinstance(values, dict) else values)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         msg = str(e).splitlines()[0]
@@ -290,6 +291,18 @@ def _merge(schema: DictConfig, values: DictConfig | dict, source: str) -> DictCo
         if shaped:
             raise shaped from None
         raise ConfigError(f"{source}: bad value for {key!r}: {plain_type_error(msg)}") from None
+
+
+def on_off(values: dict) -> dict:
+    """``values`` with true/false read as on/off for the keys that take on/off (``train.channels_last=false``,
+    ``train.compile: true``); false is off for ``train.amp`` and ``eval.amp`` too. A copy; others unchanged."""
+    out = dict(values)
+    for key, allowed in choices().items():
+        section, leaf = key.split(".", 1)
+        value = out.get(section, {}).get(leaf) if isinstance(out.get(section), dict) else None
+        if isinstance(value, bool) and ("on" if value else "off") in allowed:
+            out[section] = {**out[section], leaf: "on" if value else "off"}
+    return out
 
 
 def parse_overrides(overrides: list[str]) -> dict:

@@ -192,7 +192,8 @@ class EvalHook(HookBase):
         try:
             return evaluate_model(trainer.model, trainer.store, trainer.protocols, trial=cfg.data.trial,
                                   size=trainer.size, trials=cfg.eval.trials, batch_size=cfg.eval.batch_size,
-                                  device=rt.device, flip=cfg.eval.flip, amp_dtype=rt.amp_dtype, progress=self.progress,
+                                  device=rt.device, flip=cfg.eval.flip, amp_dtype=rt.evaluation.amp_dtype,
+                                  progress=self.progress,
                                   official=trainer.official)  # fmt: skip
         except FeatureFileError as e:
             msg = f"the evaluation after epoch {trainer.epoch} gave unusable features ({e}): {DIVERGED}"

@@ -43,13 +43,15 @@ def _row(p: str, kind: str, m: dict, s: dict, chance: float) -> str:
 
 
 def write_report(folder: Path, ev: Evaluation | None, cfg, store: Store, epochs: int, weights: dict | str = "unknown",
-                 amp: str = "off") -> dict:  # fmt: skip
+                 amp: str = "off", eval_amp: str | None = None) -> dict:  # fmt: skip
     """``RUN/results/<protocol>_<feature>.json`` (the ``kglfr evaluate`` format), ``RUN/summary.json`` and
     ``RUN/report.md`` (a table in the paper's format; BN feature first, the headline); returns the summary.
-    ``weights`` is the initial weights' record (``WeightsInfo.to_dict()``), ``amp`` the autocast dtype used."""
+    ``weights`` is the initial weights' record (``WeightsInfo.to_dict()``), ``amp`` the training's autocast
+    dtype, ``eval_amp`` the evaluation's (default: ``amp``)."""
+    eval_amp = amp if eval_amp is None else eval_amp
     summary: dict = {"run": str(folder), "dataset": store.dataset, "epoch": epochs, "feature_headline": "bn",
                      "report_epoch": "last", "seed": int(cfg.train.seed), "weights": weights, "amp": amp,
-                     "protocols": {}}  # fmt: skip
+                     "eval_amp": eval_amp, "protocols": {}}  # fmt: skip
     if ev is None:
         write_json_atomic(folder / "summary.json", summary, indent=2)
         return summary
@@ -60,12 +62,13 @@ def write_report(folder: Path, ev: Evaluation | None, cfg, store: Store, epochs:
         summary["protocols"][p] = {"chance_rank1": ev.chance_rank1[p],
                                    "gallery_draw": next(iter(by.values())).gallery_draw}  # fmt: skip
         for kind, r in by.items():
-            result = {**result_to_dict(r), "feature": kind, "epoch": epochs, "amp": amp}
+            result = {**result_to_dict(r), "feature": kind, "epoch": epochs, "amp": eval_amp}
             write_json_atomic(folder / "results" / f"{p}_{kind}.json", result, indent=2)
             m, s = r.mean(), r.std()
             summary["protocols"][p][kind] = {"mean": m, "std": s}
             lines.append(_row(p, kind, m, s, ev.chance_rank1[p]))
-    lines += ["", NOTE, "", f"Initial weights: {describe_weights(weights)}. Mixed precision: {amp}."]
+    lines += ["", NOTE, "", f"Initial weights: {describe_weights(weights)}. "
+              f"Mixed precision: training {amp}, evaluation {eval_amp}."]  # fmt: skip
     write_atomic(folder / "report.md", lambda f: f.write("\n".join(lines) + "\n"))
     write_json_atomic(folder / "summary.json", summary, indent=2)
     return summary

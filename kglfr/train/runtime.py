@@ -26,6 +26,8 @@ class Runtime:
     local_rank: int = 0
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    why: str = ""  # why this precision (kglfr.runtime.Policy.why)
+    eval_policy: Policy | None = None  # the evaluations' (eval.amp; auto: float32); None: the training's
 
     @property
     def main(self) -> bool:
@@ -33,7 +35,16 @@ class Runtime:
 
     @property
     def policy(self) -> Policy:
-        return Policy(self.device, self.amp_dtype, self.channels_last)
+        return Policy(self.device, self.amp_dtype, self.channels_last, why=self.why)
+
+    @property
+    def evaluation(self) -> Policy:
+        """The policy the training's evaluations run under (``eval.amp``)."""
+        return self.policy if self.eval_policy is None else self.eval_policy
+
+    def record(self) -> dict:
+        """The metrics record of both policies: ``{"type": "runtime", "train": {...}, "eval": {...}}``."""
+        return {"type": "runtime", "train": self.policy.record(), "eval": self.evaluation.record()}
 
     @property
     def amp_name(self) -> str:
@@ -63,10 +74,11 @@ def resolve_runtime(cfg: DictConfig) -> Runtime:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = _device(cfg.train.device, world, local)
     policy = resolve_policy(device, cfg.train.amp, cfg.train.channels_last, name="train.amp", training=True)
+    evaluation = resolve_policy(device, cfg.eval.amp, policy.channels_last, name="eval.amp", command="evaluate")
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
-    return Runtime(device, rank, world, local, policy.amp_dtype, policy.channels_last)
+    return Runtime(device, rank, world, local, policy.amp_dtype, policy.channels_last, policy.why, evaluation)
 
 
 def end_distributed() -> None:

@@ -417,9 +417,10 @@ def train(
 
 
 def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: bool, extra: Sequence) -> TrainResult:
-    log.info("run %s: seed %d, device %s%s, amp %s, %s", folder, int(cfg.train.seed), rt.device,
-             f", DDP {rt.world_size} processes" if rt.world_size > 1 else "", rt.amp_name,
-             "channels_last" if rt.channels_last else "contiguous")  # fmt: skip
+    log.info("run %s: seed %d, device %s%s, amp %s, %s (%s); evaluation amp %s (%s)", folder, int(cfg.train.seed),
+             rt.device, f", DDP {rt.world_size} processes" if rt.world_size > 1 else "", rt.amp_name,
+             "channels_last" if rt.channels_last else "contiguous", rt.why, rt.evaluation.amp_name,
+             rt.evaluation.why)  # fmt: skip
     ckpt = load_checkpoint(folder / CHECKPOINT) if resume else None
     trainer = Trainer(cfg, rt, checkpoint=ckpt, source=str(folder / CHECKPOINT))
     if resume and trainer.epoch >= int(cfg.train.epochs):
@@ -433,6 +434,7 @@ def _run(cfg: DictConfig, folder: Path, rt: Runtime, resume: bool, progress: boo
         write_atomic(folder / CONFIG, lambda f: f.write(C.to_yaml(cfg)))
     _log_plan(trainer)
     metrics = MetricsLog(folder, rt.main, cfg.train.tensorboard)
+    metrics.write(rt.record())  # the precision and memory format chosen, and why
     evaluator = EvalHook(folder, metrics, progress)
     try:
         with stop_on_signals() as flag:
@@ -467,7 +469,8 @@ def _finish(trainer: Trainer, folder: Path, evaluator: EvalHook) -> TrainResult:
     evaluation = evaluator.final(trainer)
     summary: dict = {}
     if rt.main:
-        summary = write_report(folder, evaluation, cfg, trainer.store, epochs, trainer.weights, rt.amp_name)
+        summary = write_report(folder, evaluation, cfg, trainer.store, epochs, trainer.weights, rt.amp_name,
+                               rt.evaluation.amp_name)  # fmt: skip
         trainer_page(trainer, folder, evaluation, time.perf_counter() - t0)
         if evaluator.evals and cfg.eval.report_epoch == "best":
             summary["best_epoch_on_test_set"] = best_on_test_set(evaluator.evals)

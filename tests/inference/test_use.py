@@ -97,7 +97,8 @@ def test_embed_arrays_paths_and_tensors_agree(run, folders):
 def test_extract_store_gives_the_rank1_of_evaluate_checkpoint(run, tmp_path, capsys):
     ckpt, store, _ = run
     feats = tmp_path / "f.npz"
-    assert main(["extract", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(feats)]) == 0
+    # float32 as evaluate's auto: on a CPU with native bf16, extract's auto is bf16
+    assert main(["extract", "--checkpoint", str(ckpt), "--store", str(store), "--amp", "off", "--out", str(feats)]) == 0
     assert main(["evaluate", "--features", str(feats), "--protocol", "sysu-all", "--trials", "2",
                  "--out", str(tmp_path / "a.json")]) == 0  # fmt: skip
     assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--protocol", "sysu-all",
@@ -325,3 +326,21 @@ def test_amp_flag_on_the_using_commands(run, folders, tmp_path, capsys):
         err = error_line(capsys, [command, "--checkpoint", str(ckpt), *argv, "--amp", "fp16"], command)
         assert "--amp fp16 is not supported on the CPU; it supports --amp off, --amp bf16 or --amp int8" in err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_auto_on_a_native_bf16_cpu_extracts_in_bf16_and_evaluates_in_float32(run, tmp_path, capsys, monkeypatch):
+    import kglfr.runtime as R
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16\n")
+    monkeypatch.setattr(R, "CPUINFO", str(cpuinfo))
+    ckpt, store, _ = run
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--store", str(store), "--protocol", "sysu-all",
+                 "--trials", "2", "--out", str(tmp_path / "auto.json")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "auto.json").read_text())["amp"] == "off"
+    assert main(["extract", "--checkpoint", str(ckpt), "--store", str(store), "--out", str(tmp_path / "a.npz")]) == 0
+    with np.load(tmp_path / "a.npz") as npz:
+        assert str(npz["amp"]) == "bfloat16"
+    printed = capsys.readouterr().out
+    assert "(amp off: auto: evaluation runs float32 on every device" in printed
+    assert "amp bfloat16, channels_last (auto: the CPU computes bfloat16 natively (amx_bf16, avx512_bf16))" in printed

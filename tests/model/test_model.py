@@ -245,6 +245,29 @@ def test_modality_routing_and_order():
         net(x, torch.tensor([VIS, IR, 2, VIS]))
 
 
+def test_a_batch_sorted_by_modality_takes_views_and_gives_the_same_maps():
+    net = small_net()
+    with torch.no_grad():
+        net.stems[IR].conv1.weight.mul_(-1.5)
+    x = torch.randn(6, 3, 32, 16)
+    mods = torch.tensor([VIS, IR, VIS, IR, IR, VIS])
+    order = torch.argsort(mods, stable=True)  # visible first, as AGW's cat(x1, x2)
+    for mode in (net.eval, net.train):
+        mode()
+        torch.manual_seed(0)
+        mixed = net.forward_features(x, mods)
+        torch.manual_seed(0)
+        sorted_ = net.forward_features(x[order], mods[order])
+        assert torch.allclose(mixed[order], sorted_, atol=1e-5)
+    net.eval()
+    calls = []
+    net.stems[VIS].register_forward_pre_hook(lambda m, a: calls.append(a[0].untyped_storage().data_ptr()))
+    with torch.no_grad():
+        xs = x[order]
+        net.forward_features(xs, mods[order])
+    assert calls == [xs.untyped_storage().data_ptr()]  # a view of the batch, not a gathered copy
+
+
 def test_train_outputs_and_gradients_reach_every_parameter():
     net = small_net()
     net.train()

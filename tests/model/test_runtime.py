@@ -7,6 +7,7 @@ import pytest
 import torch
 from layouts import eval_net, synthetic_store
 
+import kglfr.runtime as R
 from kglfr.api import ReIDModel
 from kglfr.data.records import TEST
 from kglfr.data.store import Store
@@ -16,6 +17,23 @@ from kglfr.eval.model_eval import evaluate_model
 from kglfr.runtime import amp_dtype, cpu_has_bf16, input_format, resolve_policy
 
 CPU = torch.device("cpu")
+CPUS = {  # the flags that matter, as /proc/cpuinfo lists them on each kind of CPU
+    "native_bf16": "fpu sse2 avx2 avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 amx_tile",
+    "avx512": "fpu sse2 avx2 avx512f avx512bw avx512_vnni",
+    "avx2": "fpu sse2 avx2 fma",
+}
+
+
+@pytest.fixture
+def fake_cpu(tmp_path, monkeypatch):
+    """``fake_cpu(kind)``: the policy reads a /proc/cpuinfo of that kind of CPU from then on."""
+
+    def use(kind: str) -> None:
+        path = tmp_path / f"cpuinfo-{kind}"
+        path.write_text(f"processor\t: 0\nflags\t\t: {CPUS[kind]}\nbogomips\t: 4000\n")
+        monkeypatch.setattr(R, "CPUINFO", str(path))
+
+    return use
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +51,8 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     assert cpu_has_bf16(tmp_path / "missing") is False
 
 
-def test_the_cpu_policy_and_off_is_the_plain_fp32_training_path():
+def test_the_cpu_policy_and_off_is_the_plain_fp32_training_path(fake_cpu):
+    fake_cpu("avx512")
     auto = resolve_policy("cpu")  # inference: float32 channels_last; bf16 only when asked
     assert (auto.amp_dtype, auto.channels_last, auto.amp_name) == (None, True, "off")
     training = resolve_policy("cpu", training=True)  # the training path of before, bit for bit
@@ -112,3 +131,68 @@ def test_the_api_model_runs_under_its_policy(store):
     assert (f32 * f16).sum(1).min() >= 0.999 and not np.array_equal(f32, f16)
     with pytest.raises(KglfrError, match="amp=fp16 is not supported on the CPU"):
         ReIDModel(eval_net(6), ckpt, amp="fp16")
+
+
+# The policy table (docs/training.md, "GPU, AMP and DDP"): device x command -> precision, memory format.
+# For each command: (amp_name, channels_last) under amp=auto, channels_last=auto.
+BF16_CL, FP32_CL, FP32 = ("bfloat16", True), ("off", True), ("off", False)
+POLICY_TABLE = {
+    # training: bf16 once R.CPU_AUTO_BF16_TRAINING is on (see test_native_bf16_training_waits_for_its_switch)
+    "native_bf16": {"train": FP32, "extract": BF16_CL, "search": BF16_CL, "gradcam": BF16_CL, "evaluate": FP32_CL},
+    "avx512": {"train": FP32, "extract": FP32_CL, "search": FP32_CL, "gradcam": FP32_CL, "evaluate": FP32_CL},
+    "avx2": {"train": FP32, "extract": FP32_CL, "search": FP32_CL, "gradcam": FP32_CL, "evaluate": FP32_CL},
+    "cuda_bf16": {c: ("bfloat16", True) for c in R.COMMANDS} | {"evaluate": FP32_CL},
+    "cuda_fp16": {c: ("float16", True) for c in R.COMMANDS} | {"evaluate": FP32_CL},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(POLICY_TABLE))
+def test_the_policy_table(kind, fake_cpu, monkeypatch):
+    device = "cpu"
+    if kind.startswith("cuda"):  # no GPU here: the one question the policy asks a GPU is answered for it
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: kind == "cuda_bf16")
+        device = "cuda"
+    else:
+        fake_cpu(kind)
+    for command, (amp, cl) in POLICY_TABLE[kind].items():
+        p = resolve_policy(device, command=command, training=command == "train")
+        assert (p.amp_name, p.channels_last) == (amp, cl), (kind, command)
+        assert p.why.startswith("auto: ") and p.record()["why"] == p.why
+        if command == "evaluate":
+            assert "float32 on every device" in p.why
+        elif kind == "native_bf16":
+            assert "natively (amx_bf16, avx512_bf16)" in p.why
+        elif kind in ("avx512", "avx2"):
+            assert "no native bfloat16" in p.why
+    assert resolve_policy(device, "off", command="evaluate").why == "asked for (amp=off)"
+
+
+def test_native_bf16_training_waits_for_its_switch(fake_cpu, monkeypatch):
+    fake_cpu("native_bf16")
+    held = resolve_policy("cpu", training=True)
+    assert (held.amp_name, held.channels_last) == ("off", False) and "training stays float32" in held.why
+    monkeypatch.setattr(R, "CPU_AUTO_BF16_TRAINING", True)
+    on = resolve_policy("cpu", training=True)
+    assert (on.amp_name, on.channels_last, on.why) == ("bfloat16", True, resolve_policy("cpu").why)
+    fake_cpu("avx512")
+    assert resolve_policy("cpu", training=True).amp_name == "off"  # no native bf16: float32 either way
+
+
+def test_asking_overrides_auto_for_every_command(fake_cpu):
+    fake_cpu("avx2")  # no native bf16: bf16 still runs when asked (emulated)
+    for command in R.COMMANDS:
+        p = resolve_policy("cpu", "bf16", name="--amp", command=command)
+        assert (p.amp_name, p.channels_last, p.why) == ("bfloat16", True, "asked for (--amp bf16)")
+    fake_cpu("native_bf16")
+    p = resolve_policy("cpu", "off", False, name="train.amp", training=True)
+    assert (p.amp_name, p.channels_last, p.why) == ("off", False, "asked for (train.amp=off)")
+    assert "(asked for (train.amp=off))" in p.describe()
+    with pytest.raises(ValueError, match="unknown command 'serve'"):
+        resolve_policy("cpu", command="serve")
+
+
+def test_the_api_model_evaluates_in_float32_and_extracts_in_bf16_on_a_native_bf16_cpu(fake_cpu):
+    fake_cpu("native_bf16")
+    ckpt = {"input_size": [32, 16]}
+    assert ReIDModel(eval_net(6), ckpt).policy.amp_name == "bfloat16"
+    assert ReIDModel(eval_net(6), ckpt, command="evaluate").policy.amp_name == "off"

@@ -95,6 +95,7 @@ def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_d
         got = C.to_dict(C.load_config(preset))
         assert got["optim"].pop("scale_lr") is False, preset  # a key added since, off by default
         assert got["train"].pop("compile") == "off", preset  # a key added since, off by default
+        assert got["eval"].pop("amp") == "auto", preset  # a key added since: auto evaluates in float32
         assert got["model"].pop("pretrained") == ("none" if preset.startswith("demo") else "imagenet"), preset
         assert got == values, (preset, C.diff(got, values))
 
@@ -116,6 +117,21 @@ def test_choices_come_from_the_types_and_arch_from_the_model_registry():
 def test_every_documented_choice_is_accepted_as_typed(text):
     key = "train.channels_last" if text == "on" else "train.amp"
     assert C.load_config("demo", [f"{key}={text}"])[key.split(".")[0]][key.split(".")[1]] == text.strip("'\"")
+
+
+@pytest.mark.parametrize(("text", "want"), [("false", "off"), ("true", "on"), ("False", "off"), ("off", "off")])
+def test_on_off_keys_take_true_and_false(text, want, tmp_path):
+    assert C.load_config("demo", [f"train.channels_last={text}"]).train.channels_last == want
+    assert C.load_config("demo", [f"train.compile={text}"]).train.compile == want
+    f = tmp_path / "mine.yaml"
+    f.write_text("_base_: " + str(C.PRESET_DIR / "demo.yaml") + f"\ntrain:\n  channels_last: {text}\n")
+    assert C.load_config(f).train.channels_last == want
+    if want == "off":  # amp and eval.amp have off (no on): false is off
+        cfg = C.load_config("demo", [f"train.amp={text}", f"eval.amp={text}"])
+        assert cfg.train.amp == cfg.eval.amp == "off"
+    else:
+        with pytest.raises(C.ConfigError, match="train.amp=True is not one of auto, off, bf16, fp16"):
+            C.load_config("demo", [f"train.amp={text}"])
 
 
 def test_yaml_words_stay_strings_in_files_and_booleans_still_read(tmp_path):

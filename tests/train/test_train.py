@@ -75,6 +75,22 @@ def test_a_run_leaves_config_checkpoint_metrics_and_results(full_run):
     assert not model.training and data["num_classes"] == len(data["label_pids"])
 
 
+def test_a_run_records_its_precision_and_why(full_run):
+    out, res = full_run
+    import json
+
+    runtime = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"runtime"' in x]
+    assert len(runtime) == 1 and runtime[0]["train"]["why"].startswith("auto: the CPU")
+    assert runtime[0]["eval"] == {"amp": "off", "memory_format": runtime[0]["train"]["memory_format"],
+                                  "device": "cpu", "why": runtime[0]["eval"]["why"]}  # fmt: skip
+    assert "evaluation runs float32" in runtime[0]["eval"]["why"]
+    # the evaluation is float32 under auto whatever the training ran in; the results say so
+    assert res.summary["amp"] == runtime[0]["train"]["amp"] and res.summary["eval_amp"] == "off"
+    assert json.loads((out / "results" / "sysu-all_bn.json").read_text())["amp"] == "off"
+    report = (out / "report.md").read_text()
+    assert f"Mixed precision: training {runtime[0]['train']['amp']}, evaluation off." in report
+
+
 @pytest.mark.parametrize("killed_after", [2, 3])  # between epochs 1 and 2; in the middle of epoch 2
 def test_resume_ends_where_the_uninterrupted_run_ends(store, full_run, tmp_path, killed_after):
     out = tmp_path / "run"
