@@ -88,7 +88,9 @@ class LossConfig:
     adp_alpha: float = bounded(1.0, gt=0)  # ADP: sharpness of the softmax weights
     adp_gamma: float = bounded(1.0, gt=0)  # ADP: scale of the difference
     adp_square: bool = True  # ADP: squared difference, clamped at 88 (CAJ's --square 1)
-    adp_normalize: bool = False  # ADP on L2-normalised features (learns from random initialisation)
+    # ADP on L2-normalised features; auto: on from random initialisation (model.pretrained=none), where the
+    # squared difference would sit at its clamp of 88 with no gradient, off otherwise (the published loss)
+    adp_normalize: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass

@@ -70,3 +70,17 @@ def test_weights_over_a_row_follow_the_formula():
     z = math.exp(1 - 2) + math.exp(0) + 1e-6  # max of values * mask = 2
     want = [math.exp(-1) / z, 1 / z, 0.0]
     assert adp_softmax_weights(values, mask)[0].tolist() == pytest.approx(want)
+
+
+def test_adp_normalizes_from_random_initialisation_under_auto():
+    from kglfr.train import config as C
+    from kglfr.train.methods.base import adp_normalized
+
+    def cfg(*overrides):
+        return C.load_config("sysu/caj", ["data.store=S", *overrides])
+
+    assert adp_normalized(cfg("model.pretrained=none"))  # auto: random init would sit at the clamp
+    assert not adp_normalized(cfg())  # auto: ImageNet start, the published loss
+    assert adp_normalized(cfg("loss.adp_normalize=on")) and adp_normalized(cfg("loss.adp_normalize=true"))
+    assert not adp_normalized(cfg("model.pretrained=none", "loss.adp_normalize=off"))
+    assert C.load_config("demo_caj", ["data.store=S"]).loss.adp_normalize == "on"

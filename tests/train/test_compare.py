@@ -147,7 +147,7 @@ def test_compare_trains_every_method_and_seed_then_a_rerun_only_prints_the_table
     assert main(argv) == 0
     third = capsys.readouterr().out
     assert third.count(": training sysu/") == 1 and "[2/4] baseline seed 1: done in" in third
-    assert "resuming" in caplog.text and "3 of 4 runs finished earlier" in third
+    assert "is finished (1 of 1 epochs): nothing to train" in caplog.text and "3 of 4 runs finished earlier" in third
 
 
 def test_a_failed_run_is_reported_and_the_others_finish(store, tmp_path, capsys):

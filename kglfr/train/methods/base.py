@@ -35,13 +35,20 @@ class Losses:
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def adp_normalized(cfg: DictConfig) -> bool:
+    """Whether the ADP triplet takes L2-normalised features: ``loss.adp_normalize`` on, or auto from random
+    initialisation (large pooled features put the published squared difference at its clamp, no gradient)."""
+    mode = cfg.loss.adp_normalize
+    return mode == "on" or (mode == "auto" and str(cfg.model.pretrained) == "none")
+
+
 def global_triplet(features: torch.Tensor, labels: torch.Tensor, cfg: DictConfig) -> torch.Tensor:
     """The triplet loss ``loss.triplet`` names on the global (pooled) features."""
     L = cfg.loss
     if L.triplet == "wrt":
         return weighted_regularized_triplet(features, labels)[0]
     if L.triplet == "adp":
-        return adp_triplet(features, labels, L.adp_alpha, L.adp_gamma, L.adp_square, L.adp_normalize)[0]
+        return adp_triplet(features, labels, L.adp_alpha, L.adp_gamma, L.adp_square, adp_normalized(cfg))[0]
     return batch_hard_triplet(features, labels, L.global_margin)[0]
 
 
