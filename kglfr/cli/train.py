@@ -22,9 +22,9 @@ EXAMPLES = """
   kglfr train --resume runs/sysu-kglfr                  # continue an interrupted run where it stopped
   torchrun --nproc_per_node 2 -m kglfr train --config sysu/kglfr --out runs/ddp data.store=stores/sysu
 
-Presets: {presets} (demo_caj and {sysu,regdb,llcm}/{agw,caj,kglfr,kglfr_caj} are the methods,
-method.name; sysu/{baseline,kmlfr,random_erasing,kegfr,kglfr} the paper's Table 2); or a YAML file of your
-own ('_base_: [sysu/caj, mine.yaml]' inherits from preset names or files, in order). Every key of the
+Presets: {presets}; or a YAML file of your own ('_base_: [sysu/caj, mine.yaml]' inherits from preset
+names or files, in order). demo_caj and {sysu,regdb,llcm}/{agw,caj,kglfr,kglfr_caj} are the methods
+(method.name); sysu/{baseline,kmlfr,random_erasing,kegfr,kglfr} the paper's Table 2. Every key of the
 schema can be overridden as section.key=value (data.store, model.arch, model.pretrained, train.epochs,
 train.seed, ...); an unknown key is an error naming the closest ones. The run folder keeps config.yaml
 (resolved), checkpoint.pt (every epoch), metrics.jsonl, train.log, results/ and report.md.
