@@ -206,3 +206,20 @@ def not_a_file(path: str | os.PathLike, what: str) -> str:
     if path.exists():
         return f"{what} {path} is not a regular file"
     return f"{what} {path} does not exist"
+
+
+class NotUtf8(ValueError):
+    """Bytes that are not UTF-8 text: ``line`` (1-based) and ``byte`` of the first bad byte."""
+
+    def __init__(self, line: int, byte: int) -> None:
+        super().__init__(f"byte 0x{byte:02x} on line {line} is not UTF-8")
+        self.line, self.byte = line, byte
+
+
+def decode_utf8(data: bytes) -> str:
+    """``data`` as UTF-8 text, a leading byte-order mark dropped; :class:`NotUtf8` naming the first bad byte."""
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NotUtf8(data[: e.start].count(b"\n") + 1, data[e.start]) from None

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, OmegaConfBaseException
 
 from kglfr.errors import KglfrError
+from kglfr.io import NotUtf8, decode_utf8
 
 
 class ConfigError(KglfrError):
@@ -26,15 +27,12 @@ def read_config_text(path: Path) -> str:
         raise ConfigError(f"config {path} is a folder; give a YAML file or a preset name") from None
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a UTF-8 byte-order mark (Windows editors): harmless, dropped
-    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ConfigError(f"config {path} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(f"config {path} is not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); "
+        return decode_utf8(data)  # a UTF-8 byte-order mark (Windows editors) is harmless: dropped
+    except NotUtf8 as e:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte 0x{e.byte:02x} on line {e.line}); "
                           "save it as UTF-8") from None  # fmt: skip
 
 

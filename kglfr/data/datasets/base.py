@@ -137,13 +137,12 @@ def parse_layout(relpath: str | Path) -> tuple[int, int]:
 def read_split_text(path: Path) -> str:
     """The text of a split file: UTF-8 (a byte-order mark dropped); ``DatasetError`` naming the line of a
     byte that is not UTF-8."""
-    data = path.read_bytes()
-    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    from kglfr.io import NotUtf8, decode_utf8
+
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DatasetError(f"{path}:{line}: byte 0x{data[e.start]:02x} is not UTF-8 text; split files hold "
+        return decode_utf8(path.read_bytes())
+    except NotUtf8 as e:
+        raise DatasetError(f"{path}:{e.line}: byte 0x{e.byte:02x} is not UTF-8 text; split files hold "
                            "ids or 'path label' lines in UTF-8: fix or re-save the file") from None  # fmt: skip
 
 
