@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from kglfr.eval.published import published
 from kglfr.train import config as C
+from kglfr.train.methods import get_method
 
 log = logging.getLogger(__name__)
 
@@ -42,34 +42,14 @@ def _lookup(d: dict, key: str):
 
 
 def method_name(cfg) -> str:
-    """The method the config trains (``method.name``); for ``kglfr``, the Table 2 row its switches make:
-    KGLFR (KEGFR + KMLFR), KEGFR, KMLFR, RE (Random Erasing) or baseline."""
-    if cfg.method.name != "kglfr":
-        return cfg.method.name
-    erasing, kmlfr = cfg.augment.erasing, bool(cfg.loss.kmlfr)
-    if erasing == "keypoint":
-        return "KGLFR" if kmlfr else "KEGFR"
-    if erasing == "random":
-        return "RE + KMLFR" if kmlfr else "RE"
-    return "KMLFR" if kmlfr else "baseline"
+    """What the report calls the config's method (the method's ``label``: a Table 2 row for ``kglfr``)."""
+    return get_method(cfg.method.name).label(cfg)
 
 
 def published_figures(cfg, protocol: str) -> dict | None:
-    """The published figures (percent) of the config's method under ``protocol``, or None: the lookup the
-    report page uses, in one place. A method other than ``kglfr``, and the full KGLFR, read
-    ``kglfr.eval.published``; the other Table 2 rows read the paper's Table 2 (SYSU-MM01 all-search)."""
-    name = method_name(cfg)
-    if name == "KGLFR" or cfg.method.name != "kglfr":
-        return published(cfg.method.name, protocol)
-    if protocol != "sysu-all":
-        return None
-    from kglfr.train.ablation import TABLE2
-
-    switches = (cfg.augment.erasing == "random", cfg.augment.erasing == "keypoint", bool(cfg.loss.kmlfr))
-    for row in TABLE2:
-        if (row.random_erasing, row.kegfr, row.kmlfr) == switches and row.paper:
-            return {"rank1": row.paper[0], "mAP": row.paper[1], "source": f"paper (Table 2 row {row.idx})"}
-    return None
+    """The published figures (percent) of the config's method under ``protocol``, or None (the method's
+    ``published``: :mod:`kglfr.eval.published`, or the paper's Table 2 for an ablation row)."""
+    return get_method(cfg.method.name).published(cfg, protocol)
 
 
 def machine() -> str:

@@ -87,3 +87,20 @@ def test_bases_are_a_list_merged_in_order_and_may_be_preset_names(tmp_path):
 def test_the_table2_presets_keep_the_kglfr_method():
     for p in ("sysu/baseline", "sysu/kmlfr", "sysu/random_erasing", "sysu/kegfr", "sysu/kglfr", "demo"):
         assert C.load_config(p).method.name == "kglfr"
+
+
+def test_each_method_names_itself_and_its_published_figures_for_reports():
+    from kglfr.train import config as C
+
+    def of(preset):
+        cfg = C.load_config(preset, ["data.store=S"])
+        m = get_method(cfg.method.name)
+        return m.label(cfg), m.published(cfg, "sysu-all")
+
+    label, fig = of("sysu/baseline")  # a Table 2 row of the kglfr method: the paper's Table 2
+    assert label == "baseline" and (fig["rank1"], fig["mAP"]) == (52.88, 51.45) and "Table 2 row 1" in fig["source"]
+    label, fig = of("demo")
+    assert label == "KGLFR" and (fig["rank1"], fig["mAP"]) == (70.44, 67.59)
+    label, fig = of("sysu/caj")
+    assert label == "caj" and (fig["rank1"], fig["mAP"], fig["mINP"]) == (69.88, 66.89, 53.61)
+    assert of("sysu/kglfr_caj") == ("kglfr_caj", None)

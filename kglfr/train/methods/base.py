@@ -63,6 +63,16 @@ class Method:
         """The views of the drawn images that a batch holds, in batch order."""
         return (ALL_IMAGES,)
 
+    def label(self, cfg: DictConfig) -> str:
+        """What a report calls the method this config trains."""
+        return self.name
+
+    def published(self, cfg: DictConfig, protocol: str) -> dict | None:
+        """The published figures (percent, with their source) of what this config trains, or None."""
+        from kglfr.eval.published import published
+
+        return published(self.name, protocol)
+
     def needs_keypoints(self, cfg: DictConfig) -> bool:
         """Whether a batch needs the store's keypoint cache (heatmaps, part centres)."""
         return False

@@ -32,6 +32,29 @@ class KGLFR(Method):
     def needs_keypoints(self, cfg: DictConfig) -> bool:
         return cfg.augment.erasing == "keypoint" or bool(cfg.loss.kmlfr)
 
+    def label(self, cfg: DictConfig) -> str:
+        """The Table 2 row the switches make: KGLFR (KEGFR + KMLFR), KEGFR, KMLFR, RE, RE + KMLFR or baseline."""
+        erasing, kmlfr = cfg.augment.erasing, bool(cfg.loss.kmlfr)
+        if erasing == "keypoint":
+            return "KGLFR" if kmlfr else "KEGFR"
+        if erasing == "random":
+            return "RE + KMLFR" if kmlfr else "RE"
+        return "KMLFR" if kmlfr else "baseline"
+
+    def published(self, cfg: DictConfig, protocol: str) -> dict | None:
+        """KGLFR's figures (Table 1); an ablation row's from the paper's Table 2 (SYSU-MM01 all-search)."""
+        if self.label(cfg) == "KGLFR":
+            return super().published(cfg, protocol)
+        if protocol != "sysu-all":
+            return None
+        from kglfr.train.ablation import TABLE2
+
+        switches = (cfg.augment.erasing == "random", cfg.augment.erasing == "keypoint", bool(cfg.loss.kmlfr))
+        for row in TABLE2:
+            if (row.random_erasing, row.kegfr, row.kmlfr) == switches and row.paper:
+                return {"rank1": row.paper[0], "mAP": row.paper[1], "source": f"paper (Table 2 row {row.idx})"}
+        return None
+
     def prepare(self, images: torch.Tensor, batch, cfg: DictConfig, streams: Streams) -> tuple[torch.Tensor, dict]:
         """Erasing on the device (``STREAM_ERASING``); the step's KMLFR keypoint (``STREAM_KEYPOINT``, CPU)."""
         if cfg.augment.erasing != "none":
