@@ -10,7 +10,7 @@ from kglfr.cli import add_command, as_flags, positive_int
 
 EXAMPLES = """
   kglfr compare --store stores/sysu --out runs/cmp --methods agw,caj,kglfr,kglfr_caj --seeds 3
-  kglfr compare --store runs/demo/store --out runs/cmp-demo --methods baseline,kglfr --seeds 3 --base demo
+  kglfr compare --store runs/demo/store --out runs/cmp-demo --methods agw,caj,kglfr,kglfr_caj --seeds 3 --base demo
   kglfr compare --store runs/demo/store --out runs/cmp-quick --methods baseline,kglfr --base demo train.epochs=4
   kglfr compare --store stores/regdb --out runs/cmp-regdb --methods kglfr,sysu/baseline data.trial=2
 
