@@ -14,7 +14,9 @@ SOURCES = {
     "cross-modality results; code: mangye16/Cross-Modal-Re-ID-baseline)",
     "caj": "Ye et al., Channel Augmented Joint Learning for Visible-Infrared Recognition, ICCV 2021 (CAJ; "
     "code: mangye16/Cross-Modal-Re-ID-baseline, ICCV21_CAJ)",
-    "kglfr": "KGLFR-Net, Table 1 (RegDB: the table's column order; its text names the directions the other way round)",
+    # RegDB in Table 1's column order (visible->infrared first); the paper's text names the directions the
+    # other way round
+    "kglfr": "KGLFR-Net, Table 1 (Gwon, Chae and Seo)",
 }
 
 
