@@ -82,14 +82,19 @@ def run_stage(name: str, cmd: list[str], work: Path, images: int, log: Path, eve
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        peak_rss = peak_anon = hwm = 0
-        while proc.poll() is None:
-            pids = _tree(proc.pid)
-            stats = [_status_kib(p, ("VmRSS", "RssAnon", "VmHWM")) for p in pids]
+        peak_rss = peak_anon = hwm = samples = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:  # ended: its own peak RSS from the kernel, which a stage shorter than a sample still has
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                hwm = max(hwm, usage.ru_maxrss)
+                break
+            stats = [_status_kib(p, ("VmRSS", "RssAnon", "VmHWM")) for p in _tree(proc.pid)]
             peak_rss = max(peak_rss, sum(s["VmRSS"] for s in stats))
             peak_anon = max(peak_anon, sum(s["RssAnon"] for s in stats))
-            hwm = max(hwm, stats[0]["VmHWM"])
-            time.sleep(every)
+            hwm = max([hwm, *(s["VmHWM"] for s in stats[:1])])
+            samples += 1
+            time.sleep(min(every, 0.05 * samples))  # densely at first: a short stage still gets samples
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-5:]

@@ -26,6 +26,9 @@ SUBSTITUTIONS = [
     (re.compile(r"~/"), "home/"),  # ~/data/SYSU-MM01: the tiny synthetic dataset under the block's folder
     (re.compile(r"--device cuda\b"), "--device cpu"),
     (re.compile(r"\bSTORE\b"), "stores/sysu"),
+    (re.compile(r"\bruns/demo/store\b"), "stores/sysu"),  # the demo's store and run: the world's tiny ones
+    (re.compile(r"\bruns/demo/train\b"), "runs/sysu-kglfr"),
+    (re.compile(r"--seeds \d+"), "--seeds 1"),  # one seed a method: the table, not its spread, is under test
 ]
 
 

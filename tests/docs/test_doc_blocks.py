@@ -18,7 +18,7 @@ from world import TRAIN_OVERRIDES, block_folder, build_world, cwd, own
 from kglfr.cli import main
 
 BLOCKS = all_blocks()
-TRAINS = {"train", "ablation", "demo"}  # commands that take key=value overrides and train
+TRAINS = {"train", "ablation", "demo", "compare"}  # commands that take key=value overrides and train
 WRITES = {"keypoints": ("--store",), "train": ("--resume",)}  # paths a command writes besides --out
 
 
@@ -40,6 +40,8 @@ def run_kglfr(argv: list[str]) -> None:
             own(Path(argv[argv.index(flag) + 1].rstrip("/")), copy=flag != "--out")
     if sub in TRAINS and "--resume" not in argv:
         argv = [*argv, *TRAIN_OVERRIDES]
+    if sub == "keypoints" and "hrnet" in argv and "--weights" not in argv:  # the fetched weights: the world's
+        argv = [*argv, "--weights", "pose_hrnet_w32_256x192.pth"]
     rc = main(argv)
     assert rc == 0, f"kglfr {' '.join(argv)}: exit {rc}"
 

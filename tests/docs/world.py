@@ -52,7 +52,7 @@ def build_world(root: Path) -> Path:
                   "--height", 64, "--width", 32)  # fmt: skip
             kglfr("keypoints", "--store", f"stores/{name}", "--backend", "oracle")
         kglfr("train", "--config", "sysu/kglfr", "--out", "runs/sysu-kglfr", "data.store=stores/sysu",
-              *TRAIN_OVERRIDES)  # fmt: skip
+              *TRAIN_OVERRIDES, "eval.report_page=true")  # fmt: skip  # a run folder as users get it
         kglfr("extract", "--checkpoint", "runs/sysu-kglfr", "--store", "stores/sysu", "--out", "feats.npz")
         for t in (1, 2):
             kglfr("extract", "--checkpoint", "runs/sysu-kglfr", "--store", "stores/regdb", "--trial", t,

@@ -151,6 +151,7 @@ def test_the_policy_table(kind, fake_cpu, monkeypatch):
     device = "cpu"
     if kind.startswith("cuda"):  # no GPU here: the one question the policy asks a GPU is answered for it
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: kind == "cuda_bf16")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # parse_device refuses an unseen GPU
         device = "cuda"
     else:
         fake_cpu(kind)
