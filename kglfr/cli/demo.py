@@ -118,7 +118,7 @@ def _train_demo(args: argparse.Namespace, store: Path, out: Path, report: Path) 
     from kglfr.train.trainer import train
     from kglfr.viz.curves import loss_curves
 
-    print("[4/5] training KGLFR-Net (demo preset: two-stream ResNet-18, KEGFR + KMLFR)")
+    print("[4/5] training KGLFR-Net (demo preset: two-stream half-width ResNet-18, KEGFR + KMLFR)")
     cfg = C.load_config("demo", _overrides(args, store, args.seed))
     run_dir = out / "train"
     _fresh(run_dir)

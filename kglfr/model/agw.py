@@ -70,6 +70,8 @@ class AGWNet(nn.Module):
         non_local: add the non-local blocks in layer2 and layer3.
         nl_reduction: non-local inner width is channels // nl_reduction.
         nl_width: a fixed non-local inner width instead (1: the published AGW code's width, a known bug).
+        width: the backbone's base width (64, the published ResNets; less makes a narrower, faster network
+            trained from random initialisation: there are no pretrained weights for it).
         gem_p: GeM exponent (fixed).
         pretrained: "imagenet" (torchvision's file: hub cache or download), a weights file in torchvision's
             layout, or "none"/None for random initialisation (a checkpoint's weights follow).
@@ -87,6 +89,7 @@ class AGWNet(nn.Module):
         pretrained: str | Path | None = None,
         nl_width: int | None = None,
         pretrained_search_hub: bool = False,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if arch not in ARCHS:
@@ -100,8 +103,11 @@ class AGWNet(nn.Module):
         self.nl_reduction = nl_reduction
         self.nl_width = nl_width
         self.gem_p = gem_p
+        self.width = width
+        if width != 64 and pretrained not in (None, "none"):
+            raise ValueError(f"width={width}: pretrained weights exist only for width 64; use pretrained='none'")
 
-        resnet: ResNet = BUILDERS[arch](last_stride=last_stride)
+        resnet: ResNet = BUILDERS[arch](last_stride=last_stride, width=width)
         self.weights: WeightsInfo = load_pretrained(resnet, pretrained, arch)
 
         self.stems = nn.ModuleList([Stem(copy.deepcopy(resnet.conv1), copy.deepcopy(resnet.bn1)) for _ in Modality])
@@ -116,8 +122,8 @@ class AGWNet(nn.Module):
         if non_local:
             expansion = resnet.block.expansion
             for layer, nl, count, channels in (
-                (self.layer2, self.nl_layer2, NON_LOCAL_COUNTS[1], 128 * expansion),
-                (self.layer3, self.nl_layer3, NON_LOCAL_COUNTS[2], 256 * expansion),
+                (self.layer2, self.nl_layer2, NON_LOCAL_COUNTS[1], 2 * width * expansion),
+                (self.layer3, self.nl_layer3, NON_LOCAL_COUNTS[2], 4 * width * expansion),
             ):
                 for idx in range(max(0, len(layer) - count), len(layer)):
                     nl[str(idx)] = NonLocal(channels, reduction=nl_reduction, width=nl_width)
@@ -148,6 +154,7 @@ class AGWNet(nn.Module):
             "nl_reduction": self.nl_reduction,
             "gem_p": self.gem_p,
             **({} if self.nl_width is None else {"nl_width": self.nl_width}),
+            **({} if self.width == 64 else {"width": self.width}),
         }
 
     def feature_map_size(self, input_hw: tuple[int, int]) -> tuple[int, int]:
@@ -223,13 +230,20 @@ class AGWNet(nn.Module):
         pooled, bn = self.forward_head(fmap)
         if not self.training:
             return F.normalize(bn, dim=1)
-        return {"global": pooled, "bn": bn, "logits": self.classifier(bn), "feature_map": fmap}
+        with torch.autocast(bn.device.type, enabled=False):
+            logits = self.classifier(bn)
+        return {"global": pooled, "bn": bn, "logits": logits, "feature_map": fmap}
 
     def forward_head(self, feature_map: Tensor) -> tuple[Tensor, Tensor]:
         """(pooled, BN) features (B x C each, not normalised) of a layer4 map from :meth:`forward_features`,
-        so one backbone pass gives both test-time features (as timm's ``forward_head``)."""
-        pooled = self.pool(feature_map)
-        return pooled, self.bnneck(pooled)
+        so one backbone pass gives both test-time features (as timm's ``forward_head``).
+
+        Under autocast the head runs in float32: in bfloat16, GeM's cube and cube root of a small map and the
+        BN statistics lose enough that the demo trained under bf16 with a bf16 head scored about 2 Rank-1 points
+        below float32 (docs/benchmarks.md). The head is a small part of the work."""
+        with torch.autocast(feature_map.device.type, enabled=False):
+            pooled = self.pool(feature_map.float())
+            return pooled, self.bnneck(pooled)
 
     def extract(
         self,

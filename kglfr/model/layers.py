@@ -45,7 +45,10 @@ class NonLocal(nn.Module):
         phi_x = self.phi(x).flatten(2)  # B x C' x N
         f = torch.matmul(theta_x, phi_x) / phi_x.shape[-1]  # B x N x N
         # sizes read off x.shape one by one (not unpacked), so FX can trace the block (int8 inference)
-        y = torch.matmul(f, g_x).transpose(1, 2).reshape(x.shape[0], self.inter_channels, x.shape[2], x.shape[3])
+        y = torch.matmul(f, g_x).transpose(1, 2).contiguous()
+        # contiguous: the transposed view has channels_last strides, so W and every later convolution of a
+        # contiguous model would run channels_last and copy their weights to match, forward and backward
+        y = y.reshape(x.shape[0], self.inter_channels, x.shape[2], x.shape[3])
         return self.W(y) + x
 
 

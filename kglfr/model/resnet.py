@@ -94,6 +94,8 @@ class ResNet(nn.Module):
         layers: number of blocks in layer1..layer4, e.g. ``[3, 4, 6, 3]``.
         last_stride: stride of layer4's first block (torchvision: 2; re-ID: 1, doubling the map size).
         num_classes: outputs of ``fc`` (1000 for the ImageNet files).
+        width: channels of the stem and layer1, doubling in each later layer (64: the published networks;
+            ImageNet weights exist only for 64).
     """
 
     def __init__(
@@ -102,25 +104,29 @@ class ResNet(nn.Module):
         layers: list[int] | tuple[int, int, int, int],
         last_stride: int = 1,
         num_classes: int = 1000,
+        width: int = 64,
     ) -> None:
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must have 4 entries, got {layers}")
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
+        if width < 8 or width % 8:
+            raise ValueError(f"width must be a positive multiple of 8, got {width}")
         self.block = block
         self.last_stride = last_stride
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.width = width
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=last_stride)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=last_stride)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(8 * width * block.expansion, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -131,8 +137,8 @@ class ResNet(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        """Channels of the layer4 output (512 for ResNet-18/34, 2048 for ResNet-50)."""
-        return 512 * self.block.expansion
+        """Channels of the layer4 output (512 for ResNet-18/34, 2048 for ResNet-50, at width 64)."""
+        return 8 * self.width * self.block.expansion
 
     def _make_layer(
         self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1
@@ -170,21 +176,21 @@ def register(fn: Callable[..., ResNet]) -> Callable[..., ResNet]:
 
 
 @register
-def resnet18(last_stride: int = 1) -> ResNet:
+def resnet18(last_stride: int = 1, width: int = 64) -> ResNet:
     """ResNet-18 (11,689,512 parameters with fc)."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], last_stride=last_stride)
+    return ResNet(BasicBlock, [2, 2, 2, 2], last_stride=last_stride, width=width)
 
 
 @register
-def resnet34(last_stride: int = 1) -> ResNet:
+def resnet34(last_stride: int = 1, width: int = 64) -> ResNet:
     """ResNet-34 (21,797,672 parameters with fc)."""
-    return ResNet(BasicBlock, [3, 4, 6, 3], last_stride=last_stride)
+    return ResNet(BasicBlock, [3, 4, 6, 3], last_stride=last_stride, width=width)
 
 
 @register
-def resnet50(last_stride: int = 1) -> ResNet:
+def resnet50(last_stride: int = 1, width: int = 64) -> ResNet:
     """ResNet-50 (25,557,032 parameters with fc)."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], last_stride=last_stride)
+    return ResNet(Bottleneck, [3, 4, 6, 3], last_stride=last_stride, width=width)
 
 
 ARCHS: tuple[str, ...] = tuple(BUILDERS)  # equal to get_args(Arch); tests/model checks it

@@ -65,6 +65,7 @@ class ModelConfig:
     non_local: bool = True
     nl_reduction: int = bounded(2, ge=1)
     nl_width: int | None = bounded(None, ge=1)  # a fixed non-local inner width (1: AGW's published code)
+    width: int = bounded(64, ge=8)  # the backbone's base width: 64 is the published ResNet (and its weights)
     gem_p: float = bounded(3.0, gt=0)
     pretrained: str = "imagenet"  # imagenet (hub cache or download), none (random initialisation) or a file
 
@@ -121,8 +122,8 @@ class TrainConfig:
     epochs: int = bounded(100, ge=1)
     seed: int = bounded(0, ge=0)
     device: str = "auto"  # auto, cpu, cuda or cuda:N
-    # auto: the runtime policy (kglfr.runtime): bf16 on a GPU that has it, else fp16; float32 on the CPU (bf16 on
-    # one with native bf16 once kglfr.runtime.CPU_AUTO_BF16_TRAINING is on). off: float32 (contiguous on the CPU)
+    # auto: the runtime policy (kglfr.runtime): bf16 on a GPU that has it, else fp16; float32 on the CPU (bf16 cost
+    # the demo accuracy: kglfr.runtime.CPU_AUTO_BF16_TRAINING). off: float32 (contiguous on the CPU)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on with a GPU, and under autocast; true/false too
     compile: Literal["off", "auto", "on"] = "off"  # torch.compile the model; auto: fall back with a warning
@@ -366,6 +367,11 @@ def _problems(cfg: DictConfig) -> list[tuple[str, str]]:
         out.append(("optim.milestones", f"must be epochs (whole numbers >= 1), got {list(cfg.optim.milestones)}"))
     if cfg.augment.area_min > cfg.augment.area_max:
         out.append(("augment.area_min", f"must not exceed augment.area_max ({cfg.augment.area_max})"))
+    if cfg.model.width % 8:
+        out.append(("model.width", f"must be a multiple of 8, got {cfg.model.width}"))
+    elif cfg.model.width != 64 and cfg.model.pretrained != "none":
+        out.append(("model.width", f"is {cfg.model.width}: pretrained weights exist only for width 64; "
+                                   "set model.pretrained=none"))  # fmt: skip
     return out + _method_problems(cfg)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kglfr.eval.model_eval import Evaluation, evaluate_model
+from kglfr.runtime import release_host_memory
 from kglfr.train.checkpoint import save_checkpoint
 from kglfr.train.run_folder import CHECKPOINT, Interrupted, MetricsLog, TrainingError
 
@@ -189,6 +190,9 @@ class EvalHook(HookBase):
         from kglfr.eval.features import FeatureFileError
 
         cfg, rt = trainer.cfg, trainer.rt
+        trainer.optimizer.zero_grad(set_to_none=True)  # the next step sets them anew
+        if rt.device.type == "cpu":
+            release_host_memory()  # what the backward passes left in the heap, before the evaluation's batches
         try:
             return evaluate_model(trainer.model, trainer.store, trainer.protocols, trial=cfg.data.trial,
                                   size=trainer.size, trials=cfg.eval.trials, batch_size=cfg.eval.batch_size,

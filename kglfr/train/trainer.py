@@ -106,7 +106,7 @@ def build_model(cfg: DictConfig, num_classes: int, pretrained: str | None = None
     """The config's model; ``pretrained`` overrides ``model.pretrained`` (``"none"`` when resuming)."""
     M = cfg.model
     return registry.build_model(M.arch, num_classes, last_stride=M.last_stride, non_local=M.non_local,
-                                nl_reduction=M.nl_reduction, nl_width=M.nl_width, gem_p=M.gem_p,
+                                nl_reduction=M.nl_reduction, nl_width=M.nl_width, gem_p=M.gem_p, width=M.width,
                                 pretrained=M.pretrained if pretrained is None else pretrained)  # fmt: skip
 
 

@@ -137,7 +137,7 @@ def test_the_api_model_runs_under_its_policy(store):
 # For each command: (amp_name, channels_last) under amp=auto, channels_last=auto.
 BF16_CL, FP32_CL, FP32 = ("bfloat16", True), ("off", True), ("off", False)
 POLICY_TABLE = {
-    # training: bf16 once R.CPU_AUTO_BF16_TRAINING is on (see test_native_bf16_training_waits_for_its_switch)
+    # training: bf16 only with R.CPU_AUTO_BF16_TRAINING on (see test_native_bf16_training_waits_for_its_switch)
     "native_bf16": {"train": FP32, "extract": BF16_CL, "search": BF16_CL, "gradcam": BF16_CL, "evaluate": FP32_CL},
     "avx512": {"train": FP32, "extract": FP32_CL, "search": FP32_CL, "gradcam": FP32_CL, "evaluate": FP32_CL},
     "avx2": {"train": FP32, "extract": FP32_CL, "search": FP32_CL, "gradcam": FP32_CL, "evaluate": FP32_CL},
@@ -197,3 +197,13 @@ def test_the_api_model_evaluates_in_float32_and_extracts_in_bf16_on_a_native_bf1
     ckpt = {"input_size": [32, 16]}
     assert ReIDModel(eval_net(6), ckpt).policy.amp_name == "bfloat16"
     assert ReIDModel(eval_net(6), ckpt, command="evaluate").policy.amp_name == "off"
+
+
+def test_release_host_memory_trims_the_heap_where_glibc_has_it():
+    import platform
+
+    got = R.release_host_memory()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert got in (0, 1)
+    else:
+        assert got is None

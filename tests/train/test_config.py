@@ -40,7 +40,7 @@ def test_every_preset_loads_and_the_table2_rows_differ_only_in_their_method():
 def test_base_inheritance_and_overrides(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text(f"_base_: {C.PRESET_DIR / 'demo.yaml'}\ntrain:\n  epochs: 7\n")
-    cfg = C.load_config(mine, ["data.store=/x", "optim.milestones=[2, 4]", "model.pretrained=w.pth"])
+    cfg = C.load_config(mine, ["data.store=/x", "optim.milestones=[2, 4]", "model.width=64", "model.pretrained=w.pth"])
     assert cfg.train.epochs == 7 and cfg.model.arch == "resnet18"  # from demo.yaml
     assert cfg.model.non_local is False and cfg.loss.kmlfr is True  # demo <- schema
     assert list(cfg.optim.milestones) == [2, 4] and cfg.model.pretrained == "w.pth" and cfg.data.store == "/x"
@@ -85,7 +85,8 @@ def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_d
     """Only model.pretrained changed meaning: null (hub cache, else random) became imagenet or, for the
     demo, none (its setting when the hub cache is empty); random_erasing_w05 and optim.scale_lr are new.
     Issue 26 added method.name, model.nl_width, loss.adp_*, augment.channel_erasing_prob / grey_prob (in the
-    file with their defaults) and the method presets (agw, caj, kglfr_caj per dataset, demo_caj)."""
+    file with their defaults) and the method presets (agw, caj, kglfr_caj per dataset, demo_caj); issue 27
+    added model.width (64; the demo's recipe went to 32)."""
     expected = {p: v for p, v in RESOLVED.items() if p != "base"}  # base.yaml became the schema
     expected["sysu/random_erasing_w05"] = json.loads(json.dumps(expected["sysu/random_erasing"]))
     expected["sysu/random_erasing_w05"]["loss"]["global_weight"] = 0.5
@@ -97,6 +98,7 @@ def test_every_preset_resolves_to_the_values_it_had_before_the_schema_held_the_d
         assert got["train"].pop("compile") == "off", preset  # a key added since, off by default
         assert got["eval"].pop("amp") == "auto", preset  # a key added since: auto evaluates in float32
         assert got["model"].pop("pretrained") == ("none" if preset.startswith("demo") else "imagenet"), preset
+        assert got["model"].pop("width") == (32 if preset.startswith("demo") else 64), preset  # added since
         assert got == values, (preset, C.diff(got, values))
 
 
