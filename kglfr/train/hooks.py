@@ -7,6 +7,7 @@ epochs are done), and ``after_train`` however the loop ended.
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kglfr.eval.model_eval import Evaluation, evaluate_model
-from kglfr.runtime import release_host_memory
+from kglfr.runtime import input_format, release_host_memory
 from kglfr.train.checkpoint import save_checkpoint
 from kglfr.train.run_folder import CHECKPOINT, Interrupted, MetricsLog, TrainingError
 
@@ -193,8 +194,11 @@ class EvalHook(HookBase):
         trainer.optimizer.zero_grad(set_to_none=True)  # the next step sets them anew
         if rt.device.type == "cpu":
             release_host_memory()  # what the backward passes left in the heap, before the evaluation's batches
+        model = trainer.model
+        if input_format(model) != rt.evaluation.memory_format:  # a copy: the training keeps its own format
+            model = copy.deepcopy(model).to(memory_format=rt.evaluation.memory_format)
         try:
-            return evaluate_model(trainer.model, trainer.store, trainer.protocols, trial=cfg.data.trial,
+            return evaluate_model(model, trainer.store, trainer.protocols, trial=cfg.data.trial,
                                   size=trainer.size, trials=cfg.eval.trials, batch_size=cfg.eval.batch_size,
                                   device=rt.device, flip=cfg.eval.flip, amp_dtype=rt.evaluation.amp_dtype,
                                   progress=self.progress,

@@ -74,7 +74,8 @@ def resolve_runtime(cfg: DictConfig) -> Runtime:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = _device(cfg.train.device, world, local)
     policy = resolve_policy(device, cfg.train.amp, cfg.train.channels_last, name="train.amp", training=True)
-    evaluation = resolve_policy(device, cfg.eval.amp, policy.channels_last, name="eval.amp", command="evaluate")
+    # the evaluations' own memory format (auto: channels_last on the CPU too, 1.3x a float32 ResNet-50 at 288x144)
+    evaluation = resolve_policy(device, cfg.eval.amp, "auto", name="eval.amp", command="evaluate")
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
