@@ -238,9 +238,9 @@ class AGWNet(nn.Module):
         """(pooled, BN) features (B x C each, not normalised) of a layer4 map from :meth:`forward_features`,
         so one backbone pass gives both test-time features (as timm's ``forward_head``).
 
-        Under autocast the head runs in float32: in bfloat16, GeM's cube and cube root of a small map and the
-        BN statistics lose enough that the demo trained under bf16 with a bf16 head scored about 2 Rank-1 points
-        below float32 (docs/benchmarks.md). The head is a small part of the work."""
+        Under autocast the head runs in float32: GeM's cube and cube root and the BN statistics are where
+        bfloat16's 8-bit mantissa loses most, and the head is a small part of the work. (It did not close the
+        demo's bf16-against-float32 gap: docs/benchmarks.md.)"""
         with torch.autocast(feature_map.device.type, enabled=False):
             pooled = self.pool(feature_map.float())
             return pooled, self.bnneck(pooled)
